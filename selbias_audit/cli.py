@@ -1,0 +1,238 @@
+"""The ``selbias`` command line: a thin Typer app over the library.
+
+Exit codes: 0 every gate passed, 1 a gate failed (the receipt is still written and
+signed), 2 invalid input or usage, 3 the run could not finish, 4 verification failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from selbias_audit import __version__
+from selbias_audit.errors import EXIT_INVALID_INPUT, EXIT_RUN_FAILED, SelbiasError
+
+app = typer.Typer(
+    name="selbias",
+    help="Audit the selection stage of a recursive synthetic-data pipeline for tail-mode "
+    "erosion, and issue a signed receipt.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+stderr = Console(stderr=True, highlight=False)
+logger = logging.getLogger("selbias_audit")
+
+Verbose = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="more detail; -vv re-raises errors")
+]
+
+
+def _setup_logging(verbose: int) -> None:
+    level = os.environ.get("SELBIAS_LOGLEVEL", "WARNING").upper()
+    if verbose:
+        level = "DEBUG"
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(error: SelbiasError, verbose: int) -> NoReturn:
+    if verbose >= 2:
+        raise error
+    stderr.print(f"[bold red]error:[/] {error.diagnostics()}", markup=True, soft_wrap=True)
+    if verbose == 0 and error.exit_code == EXIT_RUN_FAILED:
+        stderr.print("rerun with -v for more detail, -vv for the traceback")
+    raise typer.Exit(error.exit_code)
+
+
+def _internal(error: Exception, verbose: int) -> NoReturn:
+    if verbose >= 2:
+        raise error
+    stderr.print(f"[bold red]error:[/] the run could not finish: {type(error).__name__}: {error}")
+    stderr.print("rerun with -vv for the traceback")
+    raise typer.Exit(EXIT_RUN_FAILED)
+
+
+@app.command()
+def audit(
+    run: Annotated[Path, typer.Argument(help="run description (YAML)", show_default=False)],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output folder; overrides output.dir")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", help="Ed25519 private key (PEM) to sign with; default: the per-user key "
+            "in $SELBIAS_KEY or ~/.config/selbias-audit/signing-key.pem, created on first use",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Re-run the round loop, compare the audited selector with its baselines, sign a receipt."""
+    from selbias_audit.engine import run_audit
+    from selbias_audit.progress import AuditProgress
+
+    _setup_logging(verbose)
+    start = time.perf_counter()
+    display = AuditProgress(stderr, enabled=not quiet)
+    try:
+        with display:
+            result = run_audit(
+                run, out_dir=out, key_path=key, progress=display.advance, on_plan=display.plan
+            )
+    except SelbiasError as error:
+        _fail(error, verbose)
+    except (OSError, MemoryError) as error:
+        _internal(error, verbose)
+    if result.key_created:
+        stderr.print(f"created a new signing key at {result.key_path} (owner-only permissions)")
+    for check in result.receipt.verdict.checks:
+        status = "[green]PASS[/]" if check.passed else "[bold red]FAIL[/]"
+        stderr.print(f"{status} {check.name}: {check.detail}")
+    stderr.print(result.receipt.verdict.summary)
+    for path in result.files:
+        stderr.print(f"wrote {path}")
+    stderr.print(f"finished in {time.perf_counter() - start:.1f} s")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def verify(
+    envelope: Annotated[
+        Path, typer.Argument(help="signed envelope (*.intoto.dsse.json) or the output folder")
+    ],
+    key: Annotated[
+        Path | None, typer.Option("--key", help="pin the expected Ed25519 public key (PEM)")
+    ] = None,
+    inputs_root: Annotated[
+        Path | None,
+        typer.Option("--inputs-root", help="folder to resolve the run description and inputs"),
+    ] = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Check the signature, the predicate type and every subject digest of a receipt."""
+    from selbias_audit.receipt.verify import verify_outputs
+
+    _setup_logging(verbose)
+    if envelope.is_dir():
+        envelope = envelope / "receipt.intoto.dsse.json"
+    try:
+        results = verify_outputs(envelope, public_key_path=key, inputs_root=inputs_root)
+    except SelbiasError as error:
+        for line in getattr(error, "checks", []):
+            stderr.print(f"{'OK' if line.ok else 'FAIL'}: {line.name}: {line.detail}")
+        _fail(error, verbose)
+    for line in results:
+        stderr.print(f"OK: {line.name}: {line.detail}")
+
+
+@app.command()
+def keygen(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="private key path; the public key goes beside it as .pub.pem"),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing key")] = False,
+) -> None:
+    """Create an Ed25519 signing key pair (private key with owner-only permissions)."""
+    from selbias_audit.receipt.keys import default_key_path, generate_keypair, public_key_path_for
+
+    private_path = out if out is not None else default_key_path()
+    public_path = public_key_path_for(private_path)
+    try:
+        key_id = generate_keypair(private_path, public_path, overwrite=force)
+    except SelbiasError as error:
+        _fail(error, 0)
+    stderr.print(f"wrote private key {private_path} (mode 600)")
+    stderr.print(f"wrote public key {public_path}")
+    stderr.print(f"key id {key_id}")
+
+
+@app.command()
+def render(
+    receipt: Annotated[Path, typer.Argument(help="receipt JSON")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output folder; default: beside the receipt")
+    ] = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Rebuild the PDF and HTML of a receipt from its JSON alone."""
+    from selbias_audit.render.rebuild import rebuild
+
+    try:
+        paths = rebuild(receipt, out if out is not None else receipt.parent)
+    except SelbiasError as error:
+        _fail(error, verbose)
+    for path in paths:
+        stderr.print(f"wrote {path}")
+
+
+@app.command()
+def theory(
+    run: Annotated[Path, typer.Argument(help="theory run description (YAML)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Run the Gaussian model of selection-induced collapse (four settings, several seeds)."""
+    from selbias_audit.theory.cli import run_theory_command
+
+    start = time.perf_counter()
+    try:
+        paths = run_theory_command(run, out, stderr, quiet=quiet)
+    except SelbiasError as error:
+        _fail(error, verbose)
+    for path in paths:
+        stderr.print(f"wrote {path}")
+    stderr.print(f"finished in {time.perf_counter() - start:.1f} s")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the JSON Schemas")] = Path(
+        "schemas"
+    ),
+) -> None:
+    """Write the JSON Schemas of the run description and the receipt."""
+    from selbias_audit.schemas import write_schemas
+
+    for path in write_schemas(out):
+        stderr.print(f"wrote {path}")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"selbias-audit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="print version"),
+    ] = False,
+) -> None:
+    """Audit the selection stage of a recursive synthetic-data pipeline."""
+
+
+def main() -> None:
+    """Entry point of the ``selbias`` console script."""
+    try:
+        app()
+    except SystemExit as exc:
+        # Click reports usage errors with code 2, which is also our invalid-input code.
+        raise SystemExit(exc.code if exc.code is not None else 0) from None
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["EXIT_INVALID_INPUT", "app", "main"]

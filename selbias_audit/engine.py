@@ -1,0 +1,149 @@
+"""The audit from run description to signed outputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from selbias_audit.assemble import (
+    METRICS,
+    citations,
+    governance,
+    missing_governance,
+    modes_section,
+)
+from selbias_audit.audit import plan_runs, run_selector
+from selbias_audit.errors import EXIT_GATE_FAILED, EXIT_PASS
+from selbias_audit.gate import evaluate_gate, random_band
+from selbias_audit.io import atomic_write_bytes
+from selbias_audit.receipt.model import FileDigest, Receipt, SelectorRun, Seeds
+from selbias_audit.setup import AuditSetup, prepare
+from selbias_audit.spec import RunSpec, load_spec, sha256_hex
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What an audit produced."""
+
+    receipt: Receipt
+    out_dir: Path
+    files: list[Path]
+    exit_code: int
+    key_path: Path
+    key_created: bool
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rounds_csv(runs: list[SelectorRun]) -> bytes:
+    """Return a CSV of every selector run's per-round metrics."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([
+        "selector", "role", "seed", "round", "tail_retention", "trace_ratio",
+        "frechet_distance", "sinkhorn_divergence", "pool_size",
+    ])
+    for run in runs:
+        for r in run.rounds:
+            writer.writerow([
+                run.label, run.role, run.seed, r.round, f"{r.tail_retention:.6g}",
+                f"{r.trace_ratio:.6g}",
+                "" if r.frechet_distance.value is None else f"{r.frechet_distance.value:.6g}",
+                "" if r.sinkhorn_divergence.value is None
+                else f"{r.sinkhorn_divergence.value:.6g}",
+                r.pool_size,
+            ])
+    return buffer.getvalue().encode("utf-8")
+
+
+def output_dir(spec: RunSpec, spec_path: Path, override: Path | None) -> Path:
+    """Return the output folder: the override, else ``output.dir`` beside the run description."""
+    if override is not None:
+        return override
+    path = Path(spec.output.dir).expanduser()
+    return path if path.is_absolute() else spec_path.resolve().parent / path
+
+
+def input_files(setup: AuditSetup) -> list[Path]:
+    """Return the data files the audit read."""
+    return list(setup.data.files)
+
+
+def run_audit(
+    spec_path: Path,
+    *,
+    out_dir: Path | None = None,
+    key_path: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_plan: Callable[[list[str], int], None] | None = None,
+) -> AuditResult:
+    """Run the audit described by ``spec_path`` and write the signed outputs.
+
+    The signing key is loaded before any work so that a bad key fails fast.
+    """
+    from selbias_audit.receipt.keys import key_id, load_or_create_default_key, load_private_key
+    from selbias_audit.receipt.outputs import write_outputs
+
+    spec, spec_bytes = load_spec(spec_path)
+    target_dir = output_dir(spec, spec_path, out_dir)
+    if key_path is not None:
+        private_key, created = load_private_key(key_path), False
+    else:
+        private_key, key_path, created = load_or_create_default_key()
+    started = _now()
+    setup = prepare(spec, spec_path)
+    planned = plan_runs(setup)
+    if on_plan is not None:
+        on_plan([p.label for p in planned], spec.loop.rounds)
+
+    runs = [run_selector(setup, p, progress) for p in planned]
+    audited = runs[0]
+    band = random_band([r for r in runs if r.role == "random"])
+    verdict = evaluate_gate(spec.gate, audited, band, missing_governance(spec))
+
+    csv_bytes = rounds_csv(runs)
+    artifacts = [FileDigest(path="rounds.csv", sha256=sha256_hex(csv_bytes), role="per-round metrics")]
+    files = input_files(setup)
+    receipt = Receipt(
+        run_name=spec.name,
+        created_at=_now(),
+        started_at=started,
+        audited_selector=audited.label,
+        verdict=verdict,
+        governance=governance(setup, runs, artifacts),
+        modes=modes_section(setup),
+        runs=runs,
+        random_band=band,
+        metrics=METRICS,
+        seeds=Seeds(run=spec.seed, streams=dict(setup.seeds.streams)),
+        run_description=FileDigest(
+            path=str(spec_path), sha256=sha256_hex(spec_bytes), role="run description"
+        ),
+        inputs=[FileDigest(path=str(p), sha256=sha256_hex(p.read_bytes()), role="target data")
+                for p in files],
+        signing_key_id=key_id(private_key.public_key()),
+        citations=citations(runs),
+    )
+    written = write_outputs(
+        receipt, target_dir, run_description=spec_path, inputs=files,
+        private_key=private_key, pdf=spec.output.pdf,
+    )
+    # The CSV goes last: its digest is already inside the signed receipt.
+    csv_path = atomic_write_bytes(target_dir / "rounds.csv", csv_bytes)
+    exit_code = EXIT_PASS if verdict.passed else EXIT_GATE_FAILED
+    return AuditResult(
+        receipt=receipt, out_dir=target_dir, files=[*written.paths(), csv_path],
+        exit_code=exit_code, key_path=key_path, key_created=created,
+    )
+
+
+def elapsed(start: float) -> float:
+    """Return seconds since ``start`` (a perf_counter reading)."""
+    return time.perf_counter() - start

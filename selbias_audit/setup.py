@@ -1,0 +1,170 @@
+"""Prepare an audit: target, transform, modes, client references, tail set and D_0.
+
+Everything here is computed once per audit and shared by every selector run, so all
+selectors are measured against the same target, references and tail modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from selbias_audit.data.modes import ClassifierModes, ClusterModes, LabelModes, TailSet, choose_tail
+from selbias_audit.data.modes_base import ModeAssigner
+from selbias_audit.data.partition import limit_size, mode_shares, partition, total_variation
+from selbias_audit.data.sources import TargetData, load_target
+from selbias_audit.data.transform import FeatureTransform, fit_transform
+from selbias_audit.errors import SpecError
+from selbias_audit.metrics.distances import gaussian_fit
+from selbias_audit.metrics.diversity import covariance_trace
+from selbias_audit.seeding import SeedBook
+from selbias_audit.spec import RunSpec
+
+
+@dataclass
+class AuditSetup:
+    """Shared state of one audit."""
+
+    spec: RunSpec
+    base_dir: Path
+    device: torch.device
+    dtype: torch.dtype
+    seeds: SeedBook
+    data: TargetData
+    transform: FeatureTransform
+    target: Tensor
+    """(n, d) float64 transformed target on the CPU."""
+    target_labels: Tensor | None
+    modes: ModeAssigner
+    target_shares: np.ndarray
+    target_trace: float
+    target_mean: Tensor
+    target_cov: Tensor
+    client_indices: list[np.ndarray]
+    references: tuple[Tensor, ...]
+    """Per-client (M_k, d) float64 references on the CPU."""
+    reference_labels: tuple[Tensor, ...] | None
+    client_shares: list[np.ndarray]
+    tail: TailSet
+    verifier_client: int | None
+    initial: Tensor
+    initial_labels: Tensor | None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mode_count(self) -> int:
+        """Return the number of modes."""
+        return len(self.modes.names)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """Return the torch device for ``auto``, ``cpu`` or ``cuda``."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise SpecError(
+            "device = 'cuda' but no CUDA device is available; use device: auto to fall back "
+            "to the CPU"
+        )
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _build_modes(spec: RunSpec, data: TargetData, target: np.ndarray, seeds: SeedBook) -> ModeAssigner:
+    if spec.modes.kind == "clusters":
+        return ClusterModes(target, spec.modes.clusters, seeds.seed("modes", "kmeans"))
+    if data.labels is None:
+        raise SpecError(
+            f"modes.kind = 'labels' but the target {spec.target.source!r} has no labels; "
+            "use modes: {kind: clusters, clusters: K}"
+        )
+    if spec.generator.kind == "class_gaussian":
+        return LabelModes(data.label_names)
+    return ClassifierModes(target, data.labels, data.label_names, seeds.seed("modes", "classifier"))
+
+
+def _verifier_client(spec: RunSpec) -> int | None:
+    if spec.modes.tail.reference_client is not None:
+        return spec.modes.tail.reference_client
+    return getattr(spec.selection.audited, "client", None)
+
+
+def prepare(spec: RunSpec, spec_path: Path) -> AuditSetup:
+    """Load and transform the target, cut the client references and fix the tail set."""
+    base_dir = spec_path.resolve().parent
+    seeds = SeedBook(spec.seed)
+    device = resolve_device(spec.device)
+    dtype = torch.float64 if spec.solver.dtype == "float64" else torch.float32
+
+    data = load_target(spec.target, base_dir, seeds.seed("target"))
+    if spec.generator.kind == "class_gaussian" and data.labels is None:
+        raise SpecError(
+            f"generator.kind = 'class_gaussian' needs a labelled target, but "
+            f"{spec.target.source!r} has no labels; use generator: {{kind: gaussian}}"
+        )
+    transform = fit_transform(spec.target.transform, data.features)
+    target_np = transform.apply(data.features)
+    target = torch.as_tensor(target_np, dtype=torch.float64)
+    target_labels = None if data.labels is None else torch.as_tensor(data.labels)
+    modes = _build_modes(spec, data, target_np, seeds)
+    target_modes = modes.assign(target, target_labels).numpy()
+    count = len(modes.names)
+    target_shares = mode_shares(target_modes, count)
+
+    rows = target.shape[0]
+    parts = partition(
+        data.labels, rows, spec.references.clients, spec.references.partition,
+        seeds.numpy("partition"),
+    )
+    parts = limit_size(parts, spec.references.per_client, seeds.numpy("reference-size"))
+    references = tuple(target[idx] for idx in parts)
+    reference_labels = None if target_labels is None else tuple(target_labels[i] for i in parts)
+    client_shares = [mode_shares(target_modes[idx], count) for idx in parts]
+
+    verifier = _verifier_client(spec)
+    reference_shares = None if verifier is None else client_shares[verifier]
+    tail = choose_tail(target_shares, reference_shares, spec.modes.tail)
+
+    initial_size = spec.loop.initial_size or rows
+    if initial_size > rows:
+        raise SpecError(
+            f"loop.initial_size = {initial_size} exceeds the {rows} target samples; use at most "
+            f"{rows}"
+        )
+    order = torch.randperm(rows, generator=seeds.torch("initial"))[:initial_size]
+    rows_kept = torch.sort(order).values
+    initial = target[rows_kept]
+    initial_labels = None if target_labels is None else target_labels[rows_kept]
+
+    mean, cov = gaussian_fit(target)
+    extras: dict[str, Any] = {}
+    if "gaussian" in data.extras:
+        construction = data.extras["gaussian"]
+        biased_mean = transform.apply(construction.biased_mean[None, :])[0]
+        # Map the biased covariance through the same affine transform as the features.
+        linear = np.diag(1.0 / transform.scale)
+        if transform.components is not None:
+            linear = transform.components @ linear
+        biased_cov = linear @ construction.biased_cov @ linear.T
+        extras["biased_target"] = (
+            torch.as_tensor(biased_mean, device=device, dtype=dtype),
+            torch.as_tensor(biased_cov, device=device, dtype=dtype),
+        )
+    return AuditSetup(
+        spec=spec, base_dir=base_dir, device=device, dtype=dtype, seeds=seeds, data=data,
+        transform=transform, target=target, target_labels=target_labels, modes=modes,
+        target_shares=target_shares, target_trace=covariance_trace(target), target_mean=mean,
+        target_cov=cov, client_indices=parts, references=references,
+        reference_labels=reference_labels, client_shares=client_shares, tail=tail,
+        verifier_client=verifier, initial=initial, initial_labels=initial_labels,
+        extras=extras,
+    )
+
+
+def client_total_variations(setup: AuditSetup) -> list[float]:
+    """Return each client's total-variation distance to the global mode shares."""
+    return [total_variation(s, setup.target_shares) for s in setup.client_shares]

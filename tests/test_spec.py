@@ -1,0 +1,86 @@
+"""Run description: loading, rejection of bad input, and the published schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selbias_audit.errors import SpecError
+from selbias_audit.schemas import all_schemas, schema_text
+from selbias_audit.spec import RunSpec, load_spec
+from tests.conftest import EXAMPLES, ROOT
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_examples_are_valid(name: str) -> None:
+    path = EXAMPLES / name
+    if "theory" in name or "replay" in name:
+        pytest.skip("not an audit run description")
+    spec, raw = load_spec(path)
+    assert spec.loop.select <= spec.loop.candidate_count
+    assert raw == path.read_bytes()
+
+
+def test_schema_files_match_models() -> None:
+    for name, schema in all_schemas().items():
+        on_disk = (ROOT / "schemas" / name).read_text()
+        assert on_disk == schema_text(schema), f"schemas/{name} is stale; run `selbias schema`"
+
+
+def test_schema_round_trip(write_run) -> None:
+    spec, _ = load_spec(write_run())
+    dumped = spec.model_dump(mode="json")
+    again = RunSpec.model_validate(json.loads(json.dumps(dumped)))
+    assert again == spec
+
+
+def test_misspelled_key_names_field(write_run) -> None:
+    path = write_run(loop={"rounds": 3, "selct": 40, "select": 40})
+    with pytest.raises(SpecError, match=r"loop\.selct: unknown key"):
+        load_spec(path)
+
+
+def test_select_above_candidates_rejected(write_run) -> None:
+    path = write_run(loop={"select": 500, "candidates": 100})
+    with pytest.raises(SpecError, match=r"select \(n = 500\) is larger than candidates"):
+        load_spec(path)
+
+
+def test_client_out_of_range_rejected(write_run) -> None:
+    path = write_run(selection={"audited": {"method": "center_match", "client": 12}})
+    with pytest.raises(SpecError, match=r"client = 12 but there are only 10 clients"):
+        load_spec(path)
+
+
+def test_missing_file_named(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_duplicate_key_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(SpecError, match="duplicate key 'seed'"):
+        load_spec(path)
+
+
+def test_non_mapping_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="YAML mapping"):
+        load_spec(path)
+
+
+def test_nan_value_rejected(write_run) -> None:
+    path = write_run(gate={"margin": float("nan")})
+    with pytest.raises(SpecError, match="non-finite"):
+        load_spec(path)
+
+
+def test_unsafe_yaml_tag_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "tag.yaml"
+    path.write_text("seed: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(SpecError, match="invalid YAML"):
+        load_spec(path)
