@@ -39,7 +39,13 @@ def _setup_logging(verbose: int) -> None:
     level = os.environ.get("SELBIAS_LOGLEVEL", "WARNING").upper()
     if verbose:
         level = "DEBUG"
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    # weasyprint and fontTools warn about every SVG style they skip; only -vv shows them.
+    quiet_level = logging.DEBUG if verbose >= 2 else logging.ERROR
+    for name in ("weasyprint", "fontTools"):
+        logging.getLogger(name).setLevel(quiet_level)
 
 
 def _fail(error: SelbiasError, verbose: int) -> NoReturn:
@@ -142,17 +148,22 @@ def keygen(
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing key")] = False,
 ) -> None:
     """Create an Ed25519 signing key pair (private key with owner-only permissions)."""
-    from selbias_audit.receipt.keys import default_key_path, generate_keypair, public_key_path_for
+    from selbias_audit.receipt.keys import (
+        default_key_path,
+        generate_keypair,
+        key_id,
+        public_key_path_for,
+    )
 
     private_path = out if out is not None else default_key_path()
     public_path = public_key_path_for(private_path)
     try:
-        key_id = generate_keypair(private_path, public_path, overwrite=force)
+        private_key = generate_keypair(private_path, public_path, overwrite=force)
     except SelbiasError as error:
         _fail(error, 0)
     stderr.print(f"wrote private key {private_path} (mode 600)")
     stderr.print(f"wrote public key {public_path}")
-    stderr.print(f"key id {key_id}")
+    stderr.print(f"key id {key_id(private_key.public_key())}")
 
 
 @app.command()

@@ -22,8 +22,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp_name, mode)
+        if mode is None:
+            # mkstemp creates the file 0600; give it the permissions open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

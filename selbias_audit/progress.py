@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -40,12 +41,12 @@ class AuditProgress:
     def plan(self, labels: list[str], rounds: int) -> None:
         """Create one bar per selector run."""
         for label in labels:
-            self._tasks[label] = self._progress.add_task(label, total=rounds)
+            self._tasks[label] = self._progress.add_task(escape(label), total=rounds)
 
     def advance(self, label: str, round_index: int, rounds: int) -> None:
         """Mark ``round_index`` of ``label`` as done."""
         task = self._tasks.get(label)
         if task is None:
-            task = self._progress.add_task(label, total=rounds)
+            task = self._progress.add_task(escape(label), total=rounds)
             self._tasks[label] = task
         self._progress.update(task, completed=round_index)

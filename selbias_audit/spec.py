@@ -388,7 +388,8 @@ class RunSpec(_Model):
 
     schema_version: Literal["1"] = "1"
     name: Annotated[str, Field(min_length=1, max_length=200)] = "audit"
-    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    seed: Annotated[int, Field(ge=0, lt=2**52)] = 0
+    """Root seed; every random stream's seed is derived from it and recorded."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     target: TargetSpec
     references: ReferencesSpec = ReferencesSpec()
