@@ -162,3 +162,22 @@ def test_verify_missing_envelope_exits_four(tmp_path: Path) -> None:
 def test_usage_error_exits_two() -> None:
     result = runner.invoke(app, ["audit"])
     assert result.exit_code == 2
+
+
+def test_render_rebuilds_from_json(failing_audit, tmp_path: Path) -> None:
+    folder, _, _ = failing_audit
+    result = runner.invoke(app, ["render", str(folder / "out" / "receipt.json"), "--out",
+                                 str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    pdf = tmp_path / "receipt.rendered.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF")
+    html = (tmp_path / "receipt.rendered.html").read_text()
+    assert "center_match[client 0]" in html
+
+
+def test_render_rejects_invalid_receipt(tmp_path: Path) -> None:
+    bad = tmp_path / "receipt.json"
+    bad.write_text('{"schema_version": "1", "verdict": NaN}')
+    result = runner.invoke(app, ["render", str(bad)])
+    assert result.exit_code == 2
+    assert "receipt.json" in result.output
