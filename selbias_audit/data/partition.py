@@ -74,26 +74,41 @@ def _owner_weights(
     return single
 
 
-def _dirichlet(
-    labels: np.ndarray, clients: int, alpha: float, rng: np.random.Generator
+def _split_classes(
+    labels: np.ndarray,
+    owners: np.ndarray,
+    alpha: float,
+    rng: np.random.Generator,
+    rule: str,
 ) -> list[np.ndarray]:
+    """Split each class among its owners with Dir(alpha) shares; redraw empty clients.
+
+    ``owners`` is a (clients, classes) boolean table of who may receive each class.
+    """
     classes = np.unique(labels)
+    clients = owners.shape[0]
     for _ in range(MAX_REDRAWS):
         parts: list[list[np.ndarray]] = [[] for _ in range(clients)]
-        for c in classes:
+        for position, c in enumerate(classes):
             members = rng.permutation(np.flatnonzero(labels == c))
-            weights = _owner_weights(
-                rng.dirichlet(np.full(clients, alpha)), np.ones(clients, dtype=bool), rng
-            )
+            weights = rng.dirichlet(np.full(clients, alpha))
+            weights = _owner_weights(weights * owners[:, position], owners[:, position], rng)
             for k, chunk in enumerate(_split_by_weights(members, weights)):
                 parts[k].append(chunk)
         result = [np.sort(np.concatenate(p)) for p in parts]
         if min(len(r) for r in result) >= 1:
             return result
     raise SpecError(
-        f"references.partition: Dirichlet(alpha = {alpha}) left a client empty in "
-        f"{MAX_REDRAWS} draws; use fewer clients or a larger alpha"
+        f"references.partition: {rule} left a client empty in {MAX_REDRAWS} draws; use "
+        "fewer clients or a larger alpha"
     )
+
+
+def _dirichlet(
+    labels: np.ndarray, clients: int, alpha: float, rng: np.random.Generator
+) -> list[np.ndarray]:
+    owners = np.ones((clients, len(np.unique(labels))), dtype=bool)
+    return _split_classes(labels, owners, alpha, rng, f"Dirichlet(alpha = {alpha})")
 
 
 def _exdir(
@@ -119,21 +134,7 @@ def _exdir(
     # makes "client k" mean the same thing in every run (client 0 owns class 0 when C = 1).
     order = sorted(range(clients), key=lambda k: tuple(np.flatnonzero(owners[k])))
     owners = owners[order]
-    for _ in range(MAX_REDRAWS):
-        parts: list[list[np.ndarray]] = [[] for _ in range(clients)]
-        for position, c in enumerate(classes):
-            members = rng.permutation(np.flatnonzero(labels == c))
-            weights = rng.dirichlet(np.full(clients, spec.alpha))
-            weights = _owner_weights(weights * owners[:, position], owners[:, position], rng)
-            for k, chunk in enumerate(_split_by_weights(members, weights)):
-                parts[k].append(chunk)
-        result = [np.sort(np.concatenate(p)) for p in parts]
-        if min(len(r) for r in result) >= 1:
-            return result
-    raise SpecError(
-        f"references.partition: ExDir({per}, {spec.alpha}) left a client empty in "
-        f"{MAX_REDRAWS} draws; use fewer clients or a larger alpha"
-    )
+    return _split_classes(labels, owners, spec.alpha, rng, f"ExDir({per}, {spec.alpha})")
 
 
 def _draw_ownership(

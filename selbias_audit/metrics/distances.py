@@ -5,14 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from selbias_audit.metrics.gaussian import gaussian_w2_squared
 from selbias_audit.receipt.model import MetricValue
-
-
-def _sqrtm_psd(matrix: Tensor) -> Tensor:
-    # Symmetric square root through the eigendecomposition; tiny negative eigenvalues
-    # from rounding are clipped to zero.
-    values, vectors = torch.linalg.eigh(matrix)
-    return (vectors * values.clamp_min(0).sqrt()) @ vectors.T
 
 
 def gaussian_fit(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -33,15 +27,11 @@ def frechet_distance_gaussians(
         d^2 = \|\mu_a - \mu_b\|^2 + \operatorname{Tr}\big(\Sigma_a + \Sigma_b
               - 2 (\Sigma_a^{1/2} \Sigma_b \Sigma_a^{1/2})^{1/2}\big)
 
-    The symmetric form avoids the non-symmetric square root of Sigma_a Sigma_b, so a
-    singular covariance needs no ridge. The value is the squared 2-Wasserstein distance
-    between the Gaussians (as FID reports it), in squared feature units.
+    This is the squared 2-Wasserstein distance between the Gaussians (as FID reports
+    it), in squared feature units. The symmetric form needs no ridge for a singular
+    covariance.
     """
-    root_a = _sqrtm_psd(cov_a.double())
-    middle = _sqrtm_psd(root_a @ cov_b.double() @ root_a)
-    diff = mean_a.double() - mean_b.double()
-    value = diff @ diff + cov_a.trace() + cov_b.trace() - 2 * middle.trace()
-    return float(value.clamp_min(0))
+    return float(gaussian_w2_squared(mean_a, cov_a, mean_b, cov_b))
 
 
 def frechet_distance(features: Tensor, target_mean: Tensor, target_cov: Tensor) -> MetricValue:
