@@ -8,6 +8,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,6 +34,9 @@ from selbias_audit.receipt.model import (
 from selbias_audit.selectors.registry import CITATIONS, SCORING
 from selbias_audit.setup import AuditSetup, client_total_variations
 from selbias_audit.spec import RunSpec
+
+if TYPE_CHECKING:
+    from selbias_audit.replay.setup import ReplayInputs
 
 _PACKAGES = (
     "numpy", "scipy", "scikit-learn", "pot", "geomloss", "pydantic", "cryptography",
@@ -87,6 +91,11 @@ def missing_governance(spec: RunSpec) -> list[str]:
         "governance.license.model": g.license.model,
         "governance.pipeline_revision": g.pipeline_revision,
     }
+    if spec.replay is not None:
+        # A re-run's scoring rule and partition follow from its spec, but a replay's are
+        # only the user's statement.
+        fields["replay.scoring_metric"] = spec.replay.scoring_metric
+        fields["replay.partition"] = spec.replay.partition
     return [name for name, value in fields.items() if value is None or not value.strip()]
 
 
@@ -140,18 +149,14 @@ def governance(
 ) -> Governance:
     """Fill every governance field of the receipt."""
     spec = setup.spec
-    audited = setup.spec.selection.audited
     tvs = client_total_variations(setup)
-    partition = spec.references.partition
-    params = partition.model_dump(mode="json", exclude={"rule"})
-    params = {k: v for k, v in params.items() if v is not None}
     random_runs = [r.label for r in runs if r.role == "random"]
     references = [
         ClientReference(
-            client=k, size=len(idx), mode_shares=[float(v) for v in setup.client_shares[k]],
-            total_variation=tvs[k],
+            client=k, size=int(reference.shape[0]),
+            mode_shares=[float(v) for v in setup.client_shares[k]], total_variation=tvs[k],
         )
-        for k, idx in enumerate(setup.client_indices)
+        for k, reference in enumerate(setup.references)
     ]
     target = TargetDistribution(
         source=spec.target.source, description=setup.data.description,
@@ -159,32 +164,16 @@ def governance(
         transform=setup.transform.description,
         mode_shares=[float(v) for v in setup.target_shares],
     )
-    loop = spec.loop
+    if setup.replay is not None:
+        facts = _replay_facts(setup, setup.replay, tvs)
+    else:
+        facts = _rerun_facts(setup, tvs)
     return Governance(
         target_distribution=target,
         local_references=references,
         pooling_restriction=provided(spec.governance.pooling_restriction),
-        candidate_generation=CandidateGeneration(
-            process="re-run", generator=spec.generator.kind,
-            parameters=spec.generator.model_dump(mode="json", exclude={"kind"}),
-            paradigm=loop.paradigm, rounds=loop.rounds,
-            initial_size=int(setup.initial.shape[0]),
-            train_size=(loop.train_size or int(setup.initial.shape[0]))
-            if loop.paradigm == "accumulate_subsample" else None,
-        ),
-        selection_budget=SelectionBudget(
-            select=loop.select, candidates=loop.candidate_count,
-            ratio=loop.select / loop.candidate_count,
-        ),
-        scoring_metric=SCORING[audited.method],
+        **facts,
         verifier_scope=_scope_of(runs),
-        partition_rule=partition.rule,
-        client_count=spec.references.clients,
-        reference_size_per_client=spec.references.per_client,
-        non_iid_severity=NonIidSeverity(
-            rule=partition.rule, parameters=params,
-            mean_total_variation=float(sum(tvs) / len(tvs)), max_total_variation=float(max(tvs)),
-        ),
         random_baseline=BaselineStatus(
             ran=True, selectors=random_runs,
             note=f"{len(random_runs)} seeds; the gate compares against their mean and spread",
@@ -205,6 +194,113 @@ def governance(
             data=provided(spec.governance.license.data),
             model=provided(spec.governance.license.model),
         ),
+    )
+
+
+def _rerun_facts(setup: AuditSetup, tvs: list[float]) -> dict[str, Any]:
+    """Return the governance fields that describe a re-run's loop, selector and partition."""
+    spec = setup.spec
+    loop = spec.rerun_loop
+    partition = spec.references.partition
+    params = partition.model_dump(mode="json", exclude={"rule"})
+    params = {k: v for k, v in params.items() if v is not None}
+    return {
+        "candidate_generation": CandidateGeneration(
+            process="re-run", generator=spec.generator.kind,
+            parameters=spec.generator.model_dump(mode="json", exclude={"kind"}),
+            paradigm=loop.paradigm, rounds=loop.rounds,
+            initial_size=int(setup.initial.shape[0]),
+            train_size=(loop.train_size or int(setup.initial.shape[0]))
+            if loop.paradigm == "accumulate_subsample" else None,
+        ),
+        "selection_budget": SelectionBudget(
+            select=loop.select, candidates=loop.candidate_count,
+            ratio=loop.select / loop.candidate_count,
+        ),
+        "scoring_metric": SCORING[spec.audited_selector.method],
+        "partition_rule": partition.rule,
+        "client_count": spec.references.clients,
+        "reference_size_per_client": spec.references.per_client,
+        "non_iid_severity": NonIidSeverity(
+            rule=partition.rule, parameters=params,
+            mean_total_variation=float(sum(tvs) / len(tvs)), max_total_variation=float(max(tvs)),
+        ),
+    }
+
+
+def _replay_facts(setup: AuditSetup, inputs: ReplayInputs, tvs: list[float]) -> dict[str, Any]:
+    """Return the governance fields that describe the logged pipeline and its references."""
+    replay, log = inputs.spec, inputs.log
+    manifest = log.manifest
+    sizes = [int(reference.shape[0]) for reference in setup.references]
+    if replay.partition:
+        rule = f"logged: {replay.partition}"
+    else:
+        rule = "logged (how the references were formed is not stated in replay.partition)"
+    kept = sum(r.kept for r in log.rounds)
+    candidates = sum(r.candidates for r in log.rounds)
+    rounds = len(log.rounds)
+    return {
+        "candidate_generation": CandidateGeneration(
+            process="replay",
+            generator=manifest.generator or "not stated in the replay manifest",
+            parameters={
+                "log": str(log.folder), "format_version": manifest.format_version,
+                "description": manifest.description,
+            },
+            paradigm=inputs.paradigm,  # type: ignore[arg-type]
+            rounds=manifest.rounds,
+            initial_size=None if log.initial is None else log.initial.rows,
+            train_size=None,
+        ),
+        # Per-round means when the pipeline's n or N varied; the ratio is over all rounds.
+        "selection_budget": SelectionBudget(
+            select=round(kept / rounds), candidates=round(candidates / rounds),
+            ratio=kept / candidates,
+        ),
+        "scoring_metric": replay.scoring_metric or "not stated (replay.scoring_metric)",
+        "partition_rule": rule,
+        "client_count": manifest.clients,
+        "reference_size_per_client": max(sizes),
+        "non_iid_severity": NonIidSeverity(
+            rule=rule, parameters={"reference_sizes": sizes},
+            mean_total_variation=float(sum(tvs) / len(tvs)), max_total_variation=float(max(tvs)),
+        ),
+    }
+
+
+def counterfactual_note(setup: AuditSetup, runs: list[SelectorRun]) -> str | None:
+    """Return the receipt's statement of what a replay's baselines mean; None for a re-run."""
+    inputs = setup.replay
+    if inputs is None:
+        return None
+    log = inputs.log
+    kept = sorted({r.kept for r in log.rounds})
+    candidates = sorted({r.candidates for r in log.rounds})
+    others = [r.label for r in runs if r.role != "audited"]
+    budget = (
+        f"{kept[0]} of {candidates[0]} per round"
+        if len(kept) == 1 and len(candidates) == 1
+        else f"between {kept[0]} and {kept[-1]} of between {candidates[0]} and {candidates[-1]} "
+        "candidates per round (the selection budget shows per-round means)"
+    )
+    initial = (
+        f"D_0 ({log.initial.rows} logged rows) plus "
+        if log.initial is not None and inputs.paradigm != "replace"
+        else ""
+    )
+    return (
+        f"Replay of {log.manifest.rounds} rounds logged by the pipeline in {log.folder}. "
+        f"The audited run '{runs[0].label}' is the selection the pipeline logged, measured on "
+        f"what it kept ({budget}); its pool after round t is {initial}"
+        f"{'the kept batch' if inputs.paradigm == 'replace' else 'every batch kept so far'}. "
+        f"The other runs ({', '.join(others)}) are a per-round counterfactual: in each round "
+        "each selected from the same logged candidates, kept as many as the pipeline did, and "
+        "built its own pool from its own selections. Those candidates were generated from the "
+        "pipeline's pool, not the baseline's, so a baseline shows what another selection stage "
+        "would have kept from the same candidates, not what a pipeline using it throughout "
+        "would have produced. The gate compares the logged selection with random selection on "
+        "the same candidate pools."
     )
 
 

@@ -15,7 +15,7 @@ from selbias_audit.data.modes import tail_retention
 from selbias_audit.data.partition import mode_shares
 from selbias_audit.errors import NonFiniteError, RunError, SelbiasError
 from selbias_audit.generators.gaussian import build_generator
-from selbias_audit.loop import LoopStreams, run_loop
+from selbias_audit.loop import LoopStreams, RoundRecord, run_loop
 from selbias_audit.metrics.distances import frechet_distance, sinkhorn_divergence
 from selbias_audit.metrics.diversity import trace_ratio
 from selbias_audit.receipt.model import DecayFit, RoundMetrics, SelectorRun, SolveSummary
@@ -42,10 +42,18 @@ class PlannedRun:
 
 
 def plan_runs(setup: AuditSetup) -> list[PlannedRun]:
-    """Return the audited run, the baselines and the random seeds, in display order."""
+    """Return the audited run, the baselines and the random seeds, in display order.
+
+    In a replay the audited run is the logged selection, and its ``spec`` is the
+    :class:`~selbias_audit.spec.ReplaySpec`.
+    """
     selection = setup.spec.selection
-    audited = selection.audited
-    runs = [PlannedRun(selector_label(audited), audited, "audited", "audited")]
+    replay = setup.spec.replay
+    if replay is not None:
+        runs = [PlannedRun(replay.label, replay, "audited", "audited")]
+    else:
+        audited = setup.spec.audited_selector
+        runs = [PlannedRun(selector_label(audited), audited, "audited", "audited")]
     seen = {runs[0].label}
     for spec in selection.compare:
         label = selector_label(spec)
@@ -68,9 +76,24 @@ def measure_round(
     selected_labels: Tensor | None,
 ) -> RoundMetrics:
     """Return the metrics of one round from the pool after the round and the kept batch."""
-    count = setup.mode_count
     pool_modes = setup.modes.assign(pool, pool_labels).cpu().numpy()
     selected_modes = setup.modes.assign(selected, selected_labels).cpu().numpy()
+    return round_metrics(setup, round_index, pool, pool_modes, selected_modes)
+
+
+def round_metrics(
+    setup: AuditSetup,
+    round_index: int,
+    pool: Tensor,
+    pool_modes: np.ndarray,
+    selected_modes: np.ndarray,
+) -> RoundMetrics:
+    """Return the metrics of one round from the pool features and the mode ids already assigned.
+
+    ``pool_modes`` (P,) and ``selected_modes`` (n,) are the mode ids of the pool after the
+    round and of the kept batch.
+    """
+    count = setup.mode_count
     pool_shares = mode_shares(pool_modes, count)
     if setup.spec.solver.divergence_metric:
         divergence = sinkhorn_divergence(
@@ -122,10 +145,18 @@ def solve_summaries(round_index: int, selection: Selection) -> list[SolveSummary
 
 
 def run_selector(
-    setup: AuditSetup, planned: PlannedRun, progress: ProgressCallback | None = None
+    setup: AuditSetup,
+    planned: PlannedRun,
+    progress: ProgressCallback | None = None,
+    on_record: Callable[[RoundRecord], None] | None = None,
 ) -> SelectorRun:
-    """Run one selector through all rounds of the loop and measure every round."""
+    """Run one selector through all rounds of the loop and measure every round.
+
+    ``on_record`` receives each round's record (candidates, selection, pool) after the
+    round is measured, for example to write a replay log of the run.
+    """
     spec = setup.spec
+    loop_spec = spec.rerun_loop
     seeds = setup.seeds
     selector = build_selector(planned.spec)
     generator = build_generator(spec.generator, max(setup.mode_count, 1))
@@ -149,7 +180,7 @@ def run_selector(
     solves: list[SolveSummary] = []
     start = time.perf_counter()
     loop = run_loop(
-        spec=spec.loop, selector=selector, generator=generator, initial=setup.initial,
+        spec=loop_spec, selector=selector, generator=generator, initial=setup.initial,
         initial_labels=setup.initial_labels, make_context=make_context, streams=streams,
         device=setup.device, dtype=setup.dtype,
     )
@@ -164,8 +195,10 @@ def run_selector(
                               record.candidates[picked], kept_labels)
             )
             solves += solve_summaries(t, record.selection)
+            if on_record is not None:
+                on_record(record)
             if progress is not None:
-                progress(planned.label, t, spec.loop.rounds)
+                progress(planned.label, t, loop_spec.rounds)
     except SelbiasError:
         raise
     except (ValueError, RuntimeError, torch.linalg.LinAlgError) as exc:
@@ -173,22 +206,36 @@ def run_selector(
             f"selector {planned.label} failed in round {t + 1}: {exc}",
             hint="rerun with -vv for the traceback",
         ) from exc
-    _check_rounds_finite(planned.label, rounds)
+    return selector_run(
+        planned, selection_seed, rounds, solves, time.perf_counter() - start
+    )
+
+
+def selector_run(
+    planned: PlannedRun,
+    seed: int,
+    rounds: list[RoundMetrics],
+    solves: list[SolveSummary],
+    seconds: float,
+) -> SelectorRun:
+    """Return the receipt's record of a finished run of a selector built from its spec."""
+    check_rounds_finite(planned.label, rounds)
     return SelectorRun(
         label=planned.label,
         method=planned.spec.method,
         role=planned.role,  # type: ignore[arg-type]
         scope=selector_scope(planned.spec),
         options=planned.spec.model_dump(mode="json", exclude={"label"}),
-        seed=selection_seed,
+        seed=seed,
         rounds=rounds,
         decay=fit_decay(rounds),
         solves=solves,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
     )
 
 
-def _check_rounds_finite(label: str, rounds: list[RoundMetrics]) -> None:
+def check_rounds_finite(label: str, rounds: list[RoundMetrics]) -> None:
+    """Raise NonFiniteError when a run's tail retention or trace ratio is not finite."""
     for r in rounds:
         if not np.isfinite([r.tail_retention, r.trace_ratio]).all():
             raise NonFiniteError(f"selector {label}, round {r.round}: non-finite metric")

@@ -13,6 +13,7 @@ from pathlib import Path
 from selbias_audit.assemble import (
     METRICS,
     citations,
+    counterfactual_note,
     governance,
     missing_governance,
     modes_section,
@@ -72,8 +73,49 @@ def output_dir(spec: RunSpec, spec_path: Path, override: Path | None) -> Path:
 
 
 def input_files(setup: AuditSetup) -> list[Path]:
-    """Return the data files the audit read."""
-    return list(setup.data.files)
+    """Return the data files the audit read: the target's, then the replay log's."""
+    return [path for path, _, _ in _inputs(setup)]
+
+
+def input_digests(setup: AuditSetup) -> list[FileDigest]:
+    """Return the receipt's digest of every data file the audit read."""
+    return [
+        FileDigest(path=str(path), sha256=sha256, role=role)
+        for path, sha256, role in _inputs(setup)
+    ]
+
+
+def _inputs(setup: AuditSetup) -> list[tuple[Path, str, str]]:
+    # The log's digests were taken while its files were validated; write_outputs hashes
+    # every input again and stops if any changed since.
+    found: dict[Path, tuple[Path, str, str]] = {}
+    for path in setup.data.files:
+        found.setdefault(path.resolve(), (path, sha256_hex(path.read_bytes()), "target data"))
+    if setup.replay is not None:
+        for item in setup.replay.log.files:
+            found.setdefault(item.path.resolve(), (item.path, item.sha256, item.role))
+    return list(found.values())
+
+
+def prepare_setup(spec: RunSpec, spec_path: Path) -> AuditSetup:
+    """Return the shared setup of a re-run or, when ``replay:`` is given, of a replay."""
+    if spec.replay is not None:
+        from selbias_audit.replay.setup import prepare_replay
+
+        return prepare_replay(spec, spec_path)
+    return prepare(spec, spec_path)
+
+
+def run_all(
+    setup: AuditSetup, progress: Callable[[str, int, int], None] | None = None
+) -> list[SelectorRun]:
+    """Run every planned selector: through re-run loops, or over the logged rounds."""
+    planned = plan_runs(setup)
+    if setup.replay is not None:
+        from selbias_audit.replay.run import run_replay
+
+        return run_replay(setup, planned, progress)
+    return [run_selector(setup, p, progress) for p in planned]
 
 
 def run_audit(
@@ -98,19 +140,18 @@ def run_audit(
     else:
         private_key, key_path, created = load_or_create_default_key()
     started = _now()
-    setup = prepare(spec, spec_path)
-    planned = plan_runs(setup)
+    setup = prepare_setup(spec, spec_path)
     if on_plan is not None:
-        on_plan([p.label for p in planned], spec.loop.rounds)
+        on_plan([p.label for p in plan_runs(setup)], setup.rounds)
 
-    runs = [run_selector(setup, p, progress) for p in planned]
+    runs = run_all(setup, progress)
     audited = runs[0]
     band = random_band([r for r in runs if r.role == "random"])
     verdict = evaluate_gate(spec.gate, audited, band, missing_governance(spec))
 
     csv_bytes = rounds_csv(runs)
     artifacts = [FileDigest(path="rounds.csv", sha256=sha256_hex(csv_bytes), role="per-round metrics")]
-    files = input_files(setup)
+    digests = input_digests(setup)
     receipt = Receipt(
         run_name=spec.name,
         created_at=_now(),
@@ -126,13 +167,14 @@ def run_audit(
         run_description=FileDigest(
             path=str(spec_path), sha256=sha256_hex(spec_bytes), role="run description"
         ),
-        inputs=[FileDigest(path=str(p), sha256=sha256_hex(p.read_bytes()), role="target data")
-                for p in files],
+        inputs=digests,
+        counterfactual_note=counterfactual_note(setup, runs),
         signing_key_id=key_id(private_key.public_key()),
         citations=citations(runs),
     )
     written = write_outputs(
-        receipt, target_dir, run_description=spec_path, inputs=files,
+        receipt, target_dir, run_description=spec_path,
+        inputs=[Path(item.path) for item in digests],
         private_key=private_key, pdf=spec.output.pdf,
     )
     # The CSV goes last: its digest is already inside the signed receipt.

@@ -1,4 +1,4 @@
-"""Generate the JSON Schemas of the run description and the receipt into ``schemas/``."""
+"""Generate the JSON Schemas of the run description, the receipt and the replay manifest."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from selbias_audit.io import atomic_write_text
 from selbias_audit.receipt.model import Receipt
+from selbias_audit.replay.manifest import replay_manifest_json_schema
 from selbias_audit.spec import run_json_schema
 
 
@@ -21,7 +22,11 @@ def receipt_json_schema() -> dict[str, Any]:
 
 def all_schemas() -> dict[str, dict[str, Any]]:
     """Return every published schema by file name."""
-    return {"run.schema.json": run_json_schema(), "receipt.schema.json": receipt_json_schema()}
+    return {
+        "run.schema.json": run_json_schema(),
+        "receipt.schema.json": receipt_json_schema(),
+        "replay-manifest.schema.json": replay_manifest_json_schema(),
+    }
 
 
 def schema_text(schema: dict[str, Any]) -> str:

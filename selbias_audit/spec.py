@@ -293,8 +293,9 @@ def selector_label(spec: Any) -> str:
 class SelectionSpec(_Model):
     """The audited selector and the baselines run beside it on the same candidates."""
 
-    audited: SelectorSpec
-    """The selector under audit."""
+    audited: SelectorSpec | None = None
+    """The selector under audit; required for a re-run. A replay audits the logged selection
+    instead and takes no ``audited``."""
     compare: list[SelectorSpec] = []
     """Baselines run beside it; the random baseline is always run in addition."""
     random_seeds: Annotated[int, Field(ge=2, le=100)] = 5
@@ -372,6 +373,47 @@ class OutputSpec(_Model):
     """Render the PDF receipt."""
 
 
+class ReplaySpec(_Model):
+    """Audit the rounds that the user's own pipeline logged instead of re-running the loop.
+
+    The log folder contains ``manifest.json``, one ``rounds/round_NNNN.npz`` per round, one
+    ``clients/client_NNN.npz`` per client reference and optionally ``initial.npz`` (the
+    real training set D_0). Logged features are in the target's raw feature space, and
+    ``target.transform`` is applied to them as to the target.
+    """
+
+    log: Annotated[str, Field(min_length=1)]
+    """Log folder, relative to the run description's folder unless absolute."""
+    verifier_scope: Literal["local", "collaborative", "none"]
+    """What the pipeline's selector compared candidates with: one silo's reference
+    (``local``), every silo's reference (``collaborative``) or none (``none``)."""
+    verifier_client: Annotated[int, Field(ge=0)] | None = None
+    """Client whose logged reference the pipeline's local verifier used; it decides which
+    modes count as under-represented by the verifier."""
+    scoring_metric: str | None = None
+    """What the pipeline's selector scores candidates by, as stated in the receipt."""
+    partition: str | None = None
+    """How the logged client references were formed (for example one site per client)."""
+    paradigm: Literal["replace", "accumulate", "accumulate_subsample"] | None = None
+    """Pool rule of the pipeline; needed when the manifest states none, and must agree with
+    the manifest when both do. Accumulate-Subsample measures the same pool as Accumulate."""
+    label: Annotated[str, Field(min_length=1, max_length=200)] = "logged"
+    """Display name of the logged selection in the receipt."""
+    use_logged_labels: bool = True
+    """Use the logged labels as modes when every logged set carries them. ``false`` predicts
+    modes with a classifier fitted on the target even then, for example when the logged
+    labels are the classes a generator was conditioned on rather than what samples show."""
+
+    @model_validator(mode="after")
+    def _check_client_scope(self) -> ReplaySpec:
+        if self.verifier_client is not None and self.verifier_scope != "local":
+            raise ValueError(
+                f"replay.verifier_client = {self.verifier_client} but replay.verifier_scope = "
+                f"{self.verifier_scope!r}; only a local verifier reads one client's reference"
+            )
+        return self
+
+
 class SolverSpec(_Model):
     """Numerical settings shared by every OT solve."""
 
@@ -394,7 +436,11 @@ class RunSpec(_Model):
     target: TargetSpec
     references: ReferencesSpec = ReferencesSpec()
     generator: GeneratorSpec = GeneratorSpec()
-    loop: LoopSpec
+    """Candidate generator of a re-run; ignored by a replay."""
+    loop: LoopSpec | None = None
+    """Round loop of a re-run; ignored by a replay. One of ``loop`` and ``replay`` is needed."""
+    replay: ReplaySpec | None = None
+    """Logged rounds to audit instead of re-running the loop."""
     selection: SelectionSpec
     modes: ModesSpec = ModesSpec()
     gate: GateSpec = GateSpec()
@@ -403,7 +449,36 @@ class RunSpec(_Model):
     output: OutputSpec = OutputSpec()
 
     @model_validator(mode="after")
+    def _check_run_kind(self) -> RunSpec:
+        if self.replay is None:
+            if self.loop is None:
+                raise ValueError(
+                    "loop: missing; give loop: to re-run the pipeline inside the tool, or "
+                    "replay: to audit rounds that the pipeline logged"
+                )
+            if self.selection.audited is None:
+                raise ValueError(
+                    "selection.audited: missing; a re-run needs the selector under audit"
+                )
+            return self
+        if self.selection.audited is not None:
+            raise ValueError(
+                "selection.audited: a replay audits the selection the pipeline logged; remove "
+                "selection.audited and list other selectors under selection.compare"
+            )
+        if "references" in self.model_fields_set:
+            raise ValueError(
+                "references: a replay takes the client references from the log instead of "
+                "cutting them from the target; remove references: (describe the logged ones "
+                "in replay.partition)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_clients(self) -> RunSpec:
+        if self.replay is not None:
+            # The client count of a replay is in the log; the replay setup checks it there.
+            return self
         k = self.references.clients
         for path, spec in self.selector_specs_with_paths():
             client = getattr(spec, "client", None)
@@ -417,10 +492,26 @@ class RunSpec(_Model):
         return self
 
     def selector_specs_with_paths(self) -> list[tuple[str, Any]]:
-        """Return (field path, spec) of the audited selector and every baseline."""
-        pairs: list[tuple[str, Any]] = [("selection.audited", self.selection.audited)]
+        """Return (field path, spec) of the audited selector (when named) and every baseline."""
+        pairs: list[tuple[str, Any]] = []
+        if self.selection.audited is not None:
+            pairs.append(("selection.audited", self.selection.audited))
         pairs += [(f"selection.compare[{i}]", s) for i, s in enumerate(self.selection.compare)]
         return pairs
+
+    @property
+    def rerun_loop(self) -> LoopSpec:
+        """Return ``loop`` of a re-run; raise ValueError for a replay, which has none."""
+        if self.loop is None:
+            raise ValueError("this run description replays logged rounds and has no loop")
+        return self.loop
+
+    @property
+    def audited_selector(self) -> Any:
+        """Return ``selection.audited`` of a re-run; raise ValueError for a replay."""
+        if self.selection.audited is None:
+            raise ValueError("this run description replays logged rounds; it names no selector")
+        return self.selection.audited
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,6 +549,10 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
         received = item.get("input")
         if item["type"] == "extra_forbidden":
             lines.append(f"  {loc}: unknown key (check the spelling; see schemas/run.schema.json)")
+            continue
+        if not loc:
+            # A check across several fields names them in its own message.
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
             continue
         shown = repr(received)
         if len(shown) > 80:

@@ -1,0 +1,374 @@
+"""Log-domain Sinkhorn solvers with epsilon-scaling, written for debiased scores.
+
+Two problems are solved, both for the cost and blur conventions of
+:mod:`selbias_audit.selectors._conventions`:
+
+* the cross problem OT_eps(alpha, beta) between two point clouds, by alternating
+  (Gauss-Seidel) log-domain updates along the geomloss epsilon schedule;
+* the symmetric self-problem OT_eps(alpha, alpha), by the averaged update
+  ``f <- (f + softmin(f)) / 2`` started directly at the final epsilon. The symmetric
+  problem is well conditioned, so it needs a handful of iterations and no annealing.
+
+The debiased potential of a Sinkhorn divergence on the ``x`` side is then
+``f_ab - f_aa``. Splitting it this way lets a caller solve the self-problem of a
+shared point cloud once and reuse it against every reference.
+
+Each pass walks the cost matrix by blocks of rows: a fused softmax of
+``h_j - C_ij / eps`` gives the row log-sum-exp (the f-update) and the column mass of
+the plan (the g-update and the marginal error) in one sweep. Memory is one cost matrix
+(or none, when it is larger than ``cache_bytes``) plus one block.
+
+References
+----------
+[cuturi2013] M. Cuturi, Sinkhorn distances, NeurIPS 2013.
+[feydy2019] J. Feydy et al., Interpolating between optimal transport and MMD using
+Sinkhorn divergences, AISTATS 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from selbias_audit.selectors._conventions import (
+    BLOCK_ELEMENTS,
+    SinkhornSettings,
+    bounding_box_diameter,
+    epsilon_schedule,
+    half_squared_distances,
+)
+from selbias_audit.selectors.base import SolveRecord
+
+BACKEND = "torch log-domain sinkhorn (blocked softmax)"
+
+# A column whose plan mass falls below STARVED_FACTOR * finfo.tiny may have lost part
+# of that mass to underflow in the softmax; its g-update is redone exactly in log domain.
+STARVED_FACTOR = 1e6
+
+
+@dataclass(frozen=True)
+class CrossPotentials:
+    """Dual potentials of OT_eps(alpha, beta) and the health of the solve.
+
+    ``f`` is the soft c-transform of ``g``, so the plan
+    ``pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)`` has exact row marginals ``a`` and
+    the column marginal error recorded in ``record``.
+    """
+
+    f: Tensor
+    """(N,) potential on the x points."""
+    g: Tensor
+    """(M,) potential on the y points; a warm start for a later solve on the same y."""
+    epsilon: float
+    record: SolveRecord
+    projection: Tensor | None = None
+    """(N, d) barycentric projection ``sum_j pi_ij y_j / a_i`` when requested."""
+
+
+@dataclass(frozen=True)
+class SymmetricPotential:
+    """Potential of the self-problem OT_eps(alpha, alpha) and the health of the solve."""
+
+    f: Tensor
+    """(N,) symmetric potential f_aa."""
+    epsilon: float
+    record: SolveRecord
+    projection: Tensor | None = None
+    """(N, d) self barycentric projection ``sum_j pi_ij x_j / a_i`` when requested."""
+
+
+class _CostBlocks:
+    """Row blocks of ``C_ij = ||x_i - y_j||^2 / 2``, kept in memory when small enough.
+
+    Costs are computed in float64 from centred points (the translation does not change
+    C) and then rounded to the solve dtype, so float32 solves see accurate costs.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, dtype: torch.dtype, cache_bytes: int) -> None:
+        x64, y64 = x.to(torch.float64), y.to(torch.float64)
+        count = x64.shape[0] + y64.shape[0]
+        centre = (x64.sum(dim=0) + y64.sum(dim=0)) / count
+        self.x = x64 - centre
+        self.y = y64 - centre
+        self.dtype = dtype
+        self.rows, self.cols = x.shape[0], y.shape[0]
+        self.rows_per_block = max(1, BLOCK_ELEMENTS // max(1, self.cols))
+        self.dense: Tensor | None = None
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if self.rows * self.cols * itemsize <= cache_bytes:
+            self.dense = torch.empty(self.rows, self.cols, dtype=dtype, device=x.device)
+            for start, stop in self.ranges():
+                self.dense[start:stop] = half_squared_distances(self.x[start:stop], self.y)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        step = self.rows_per_block
+        return [(start, min(start + step, self.rows)) for start in range(0, self.rows, step)]
+
+    def block(self, start: int, stop: int) -> Tensor:
+        if self.dense is not None:
+            return self.dense[start:stop]
+        return half_squared_distances(self.x[start:stop], self.y).to(self.dtype)
+
+    def columns(self, index: Tensor) -> Tensor:
+        """Return the (N, len(index)) cost columns ``C[:, index]``."""
+        if self.dense is not None:
+            return self.dense[:, index]
+        return half_squared_distances(self.x, self.y[index]).to(self.dtype)
+
+
+def _uniform_log_weights(count: int, like: Tensor, dtype: torch.dtype) -> Tensor:
+    return torch.full((count,), -math.log(count), dtype=dtype, device=like.device)
+
+
+def _log_weights(weights: Tensor | None, count: int, like: Tensor, dtype: torch.dtype) -> Tensor:
+    if weights is None:
+        return _uniform_log_weights(count, like, dtype)
+    if weights.shape != (count,) or bool((weights <= 0).any()):
+        raise ValueError(f"weights must be {count} positive numbers, got shape {weights.shape}")
+    weights = weights.to(dtype)
+    return (weights / weights.sum()).log()
+
+
+def _softmax_pass(
+    costs: _CostBlocks,
+    h: Tensor,
+    epsilon: float,
+    *,
+    row_weights: Tensor | None = None,
+    values: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Sweep the rows of ``A_ij = h_j - C_ij / eps`` once.
+
+    Returns the row log-sum-exp (N,), the column mass ``sum_i w_i softmax_j(A_i)``
+    (M,) when ``row_weights`` is given, and ``softmax(A) @ values`` (N, k) when
+    ``values`` is given.
+    """
+    lse = torch.empty(costs.rows, dtype=h.dtype, device=h.device)
+    mass = None if row_weights is None else torch.zeros_like(h)
+    projected = None
+    if values is not None:
+        projected = torch.empty(costs.rows, values.shape[1], dtype=h.dtype, device=h.device)
+    for start, stop in costs.ranges():
+        logits = torch.add(h, costs.block(start, stop), alpha=-1.0 / epsilon)
+        probabilities = torch.softmax(logits, dim=1)
+        # The largest softmax entry is exp(max - lse), which lies in [1/M, 1]; amax is
+        # several times cheaper than argmax plus gather on CPU.
+        peak = probabilities.amax(dim=1)
+        lse[start:stop] = logits.amax(dim=1) - peak.log()
+        if mass is not None:
+            mass.addmv_(probabilities.T, row_weights[start:stop])
+        if projected is not None:
+            torch.mm(probabilities, values, out=projected[start:stop])
+    return lse, mass, projected
+
+
+def _exact_column_lse(
+    costs: _CostBlocks, index: Tensor, row_h: Tensor, epsilon: float
+) -> Tensor:
+    """Return ``logsumexp_i(row_h_i - C_ij / eps)`` for the columns ``index``."""
+    block = torch.add(row_h[:, None], costs.columns(index), alpha=-1.0 / epsilon)
+    return torch.logsumexp(block, dim=0)
+
+
+def _record(
+    purpose: str,
+    settings: SinkhornSettings,
+    epsilon: float,
+    iterations: int,
+    error: float,
+    client: int | None,
+) -> SolveRecord:
+    return SolveRecord(
+        purpose=purpose,
+        backend=BACKEND,
+        dtype=str(settings.dtype).removeprefix("torch."),
+        blur=settings.blur,
+        epsilon=epsilon,
+        iterations=iterations,
+        converged=bool(error <= settings.tol),
+        marginal_error=float(error),
+        client=client,
+    )
+
+
+def solve_cross(
+    x: Tensor,
+    y: Tensor,
+    settings: SinkhornSettings,
+    *,
+    purpose: str,
+    client: int | None = None,
+    weights_x: Tensor | None = None,
+    weights_y: Tensor | None = None,
+    init_g: Tensor | None = None,
+    project: bool = False,
+) -> CrossPotentials:
+    """Solve OT_eps(alpha, beta) for ``alpha = sum a_i delta_{x_i}``, ``beta = sum b_j delta_{y_j}``.
+
+    .. math::
+        \\mathrm{OT}_\\varepsilon = \\max_{f, g} \\langle a, f\\rangle + \\langle b, g\\rangle
+        - \\varepsilon \\langle a \\otimes b, e^{(f \\oplus g - C)/\\varepsilon} - 1\\rangle
+
+    A cold start (``init_g`` None) follows the epsilon schedule with one alternating
+    update per level, then ``settings.final_iter`` updates at the final epsilon. A
+    warm start from ``init_g`` runs at most ``settings.warm_iter`` updates at the
+    final epsilon. Iterations at the final epsilon stop once the column marginal error
+    is at most ``settings.tol``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, d)
+    y : Tensor, shape (M, d)
+    settings : SinkhornSettings
+    purpose : str
+        What the solve is for; copied into the SolveRecord.
+    client : int or None
+        Client whose reference takes part, None for a server-side solve.
+    weights_x, weights_y : Tensor, shape (N,) and (M,), optional
+        Positive weights, normalised to sum 1; uniform by default.
+    init_g : Tensor, shape (M,), optional
+        Potential on ``y`` from an earlier solve at the same epsilon.
+    project : bool
+        Also return the barycentric projection of ``x`` toward ``y``.
+
+    Returns
+    -------
+    CrossPotentials
+    """
+    dtype, epsilon = settings.dtype, settings.epsilon
+    costs = _CostBlocks(x, y, dtype, settings.cache_bytes)
+    log_a = _log_weights(weights_x, x.shape[0], x, dtype)
+    log_b = _log_weights(weights_y, y.shape[0], x, dtype)
+    a, b = log_a.exp(), log_b.exp()
+    if init_g is None:
+        schedule = epsilon_schedule(bounding_box_diameter(x, y), settings.blur, settings.scaling)
+        levels = schedule + [epsilon] * (settings.final_iter - 1)
+        first_final = len(schedule) - 1
+        g = torch.zeros(y.shape[0], dtype=dtype, device=x.device)
+    else:
+        levels = [epsilon] * settings.warm_iter
+        first_final = 0
+        g = init_g.to(dtype)
+    tiny = STARVED_FACTOR * torch.finfo(dtype).tiny
+
+    for iteration, level in enumerate(levels):
+        # f-update: f = softmin_eps(g); its plan's column mass drives the g-update.
+        lse, mass, _ = _softmax_pass(costs, log_b + g / level, level, row_weights=a)
+        f = -level * lse
+        error = float((mass - b).abs().sum())
+        if iteration == len(levels) - 1 or (iteration >= first_final and error <= settings.tol):
+            break
+        # g-update: g <- g - eps log(mass / b), i.e. g = softmin_eps(f) in scaling form.
+        g = g - level * (mass.clamp(min=tiny).log() - log_b)
+        starved = torch.nonzero(mass < tiny).flatten()
+        if starved.numel() > 0:
+            g[starved] = -level * _exact_column_lse(costs, starved, log_a + f / level, level)
+
+    projection = None
+    if project:
+        _, _, projection = _softmax_pass(costs, log_b + g / epsilon, epsilon, values=y.to(dtype))
+    record = _record(purpose, settings, epsilon, iteration + 1, error, client)
+    return CrossPotentials(f=f, g=g, epsilon=epsilon, record=record, projection=projection)
+
+
+def solve_symmetric(
+    x: Tensor,
+    settings: SinkhornSettings,
+    *,
+    purpose: str,
+    client: int | None = None,
+    weights: Tensor | None = None,
+    init_f: Tensor | None = None,
+    project: bool = False,
+) -> SymmetricPotential:
+    """Solve the self-problem OT_eps(alpha, alpha) at the final epsilon.
+
+    Iterates ``f <- (f + softmin_eps(f)) / 2`` until the row marginal error of the plan
+    ``pi_ij = a_i a_j exp((f_i + f_j - C_ij) / eps)`` is at most ``settings.tol`` or
+    ``settings.symmetric_iter`` passes are done.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, d)
+    settings : SinkhornSettings
+    purpose : str
+    client : int or None
+    weights : Tensor, shape (N,), optional
+    init_f : Tensor, shape (N,), optional
+        Warm start, for example the potential of a nearby support.
+    project : bool
+        Also return the self barycentric projection ``T_aa(x)``.
+
+    Returns
+    -------
+    SymmetricPotential
+    """
+    dtype, epsilon = settings.dtype, settings.epsilon
+    costs = _CostBlocks(x, x, dtype, settings.cache_bytes)
+    log_a = _log_weights(weights, x.shape[0], x, dtype)
+    a = log_a.exp()
+    passes = 0
+    if init_f is None:
+        f = -epsilon * _softmax_pass(costs, log_a, epsilon)[0]
+        passes = 1
+    else:
+        f = init_f.to(dtype)
+    while True:
+        softmin = -epsilon * _softmax_pass(costs, log_a + f / epsilon, epsilon)[0]
+        passes += 1
+        # Row sums of the plan are a_i exp((f_i - softmin_i) / eps); clamp keeps exp finite.
+        ratio = ((f - softmin) / epsilon).clamp(max=50.0).exp()
+        error = float((a * (ratio - 1.0).abs()).sum())
+        if error <= settings.tol or passes >= settings.symmetric_iter:
+            break
+        f = 0.5 * (f + softmin)
+
+    projection = None
+    if project:
+        values = x.to(dtype)
+        _, _, projection = _softmax_pass(costs, log_a + f / epsilon, epsilon, values=values)
+    record = _record(purpose, settings, epsilon, passes, error, client)
+    return SymmetricPotential(f=f, epsilon=epsilon, record=record, projection=projection)
+
+
+def barycentric_projection(
+    x: Tensor, y: Tensor, g: Tensor, settings: SinkhornSettings, *, weights_y: Tensor | None = None
+) -> Tensor:
+    """Return ``T(x_i) = sum_j softmax_j(log b_j + (g_j - C_ij) / eps) y_j``, shape (N, d).
+
+    This is the entropic approximation of the optimal transport map carried by the
+    potential ``g`` on ``y`` (the plan of the soft c-transform of ``g``).
+    """
+    dtype = settings.dtype
+    costs = _CostBlocks(x, y, dtype, settings.cache_bytes)
+    log_b = _log_weights(weights_y, y.shape[0], x, dtype)
+    h = log_b + g.to(dtype) / settings.epsilon
+    return _softmax_pass(costs, h, settings.epsilon, values=y.to(dtype))[2]
+
+
+def debiased_potentials(
+    x: Tensor, y: Tensor, settings: SinkhornSettings
+) -> tuple[Tensor, Tensor, list[SolveRecord]]:
+    """Return the debiased potentials ``(f_ab - f_aa, g_ab - g_bb)`` of S_eps(alpha, beta).
+
+    These are the vectors geomloss ``SamplesLoss("sinkhorn", potentials=True,
+    debias=True)`` returns, for uniform weights.
+    """
+    cross = solve_cross(x, y, settings, purpose="cross potentials")
+    self_x = solve_symmetric(x, settings, purpose="self potential of x")
+    self_y = solve_symmetric(y, settings, purpose="self potential of y")
+    records = [cross.record, self_x.record, self_y.record]
+    return cross.f - self_x.f, cross.g - self_y.f, records
+
+
+def sinkhorn_divergence(
+    x: Tensor, y: Tensor, settings: SinkhornSettings
+) -> tuple[float, list[SolveRecord]]:
+    """Return S_eps(alpha, beta) = OT_eps(a, b) - OT_eps(a, a) / 2 - OT_eps(b, b) / 2
+    for uniform weights, from the dual values ``<a, f_ab - f_aa> + <b, g_ab - g_bb>``."""
+    potential_x, potential_y, records = debiased_potentials(x, y, settings)
+    value = potential_x.mean() + potential_y.mean()
+    return float(value), records
