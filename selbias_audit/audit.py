@@ -16,6 +16,7 @@ from selbias_audit.data.partition import mode_shares
 from selbias_audit.errors import NonFiniteError, RunError, SelbiasError
 from selbias_audit.generators.gaussian import build_generator
 from selbias_audit.loop import LoopStreams, RoundRecord, run_loop
+from selbias_audit.metrics.decay import MIN_FIT_POINTS, fit_decay_exponent
 from selbias_audit.metrics.distances import frechet_distance, sinkhorn_divergence
 from selbias_audit.metrics.diversity import trace_ratio
 from selbias_audit.receipt.model import DecayFit, RoundMetrics, SelectorRun, SolveSummary
@@ -25,7 +26,7 @@ from selbias_audit.setup import AuditSetup
 from selbias_audit.spec import RandomSelectorSpec, selector_label
 
 # Fewer rounds than this give no meaningful power-law fit of the trace decay.
-MIN_ROUNDS_FOR_DECAY = 5
+MIN_ROUNDS_FOR_DECAY = MIN_FIT_POINTS
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -123,12 +124,12 @@ def fit_decay(rounds: list[RoundMetrics]) -> DecayFit:
     values = np.array([r.trace_ratio for r in rounds])
     if not np.all(values > 0):
         return DecayFit(status="non_positive", window=window)
-    from selbias_audit.metrics.decay import fit_decay_exponent
-
     fit = fit_decay_exponent(np.arange(1, len(rounds) + 1), values, window=(1, len(rounds)))
+    if not fit.ok or fit.psi is None:
+        return DecayFit(status="non_positive", window=window)
     return DecayFit(
-        status="ok", psi=float(fit.psi), stderr=float(fit.stderr),
-        r_squared=float(fit.r_squared), window=window,
+        status="ok", psi=float(fit.psi), stderr=float(fit.stderr or 0.0),
+        r_squared=float(fit.r_squared or 0.0), window=window,
     )
 
 

@@ -81,7 +81,8 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Re-run the round loop, compare the audited selector with its baselines, sign a receipt."""
+    """Re-run the round loop or replay logged rounds, compare the audited selector with its
+    baselines on the same candidates, and write a signed receipt."""
     from selbias_audit.engine import run_audit
     from selbias_audit.progress import AuditProgress
 
@@ -211,7 +212,7 @@ def schema(
         "schemas"
     ),
 ) -> None:
-    """Write the JSON Schemas of the run description and the receipt."""
+    """Write the JSON Schemas of the run description, the receipt and the replay manifest."""
     from selbias_audit.schemas import write_schemas
 
     for path in write_schemas(out):

@@ -142,6 +142,10 @@ def resolve_device(requested: str) -> torch.device:
 def _build_modes(spec: RunSpec, data: TargetData, target: np.ndarray, seeds: SeedBook) -> ModeAssigner:
     if spec.modes.kind == "clusters":
         return ClusterModes(target, spec.modes.clusters, seeds.seed("modes", "kmeans"))
+    if spec.modes.kind == "shells":
+        from selbias_audit.data.shells import MahalanobisShells
+
+        return MahalanobisShells.from_samples(target)
     if data.labels is None:
         raise SpecError(
             f"modes.kind = 'labels' but the target {spec.target.source!r} has no labels; "

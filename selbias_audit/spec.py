@@ -322,8 +322,11 @@ class TailSpec(_Model):
 class ModesSpec(_Model):
     """How samples are put into modes."""
 
-    kind: Literal["labels", "clusters"] = "labels"
-    """``labels``: classes or topics; ``clusters``: k-means cells fitted on the target."""
+    kind: Literal["labels", "clusters", "shells"] = "labels"
+    """``labels``: classes or topics; ``clusters``: k-means cells fitted on the target;
+    ``shells``: shells of Mahalanobis radius under the target's Gaussian fit, cut at
+    quantiles of the target so each shell holds a known share of mass (outer shells are
+    the rare tail)."""
     clusters: Annotated[int, Field(ge=2, le=1000)] = 10
     """k for ``kind: clusters``."""
     tail: TailSpec = TailSpec()
