@@ -29,7 +29,7 @@ from selbias_audit.spec import RunSpec, load_spec, sha256_hex
 
 @dataclass(frozen=True)
 class AuditResult:
-    """What an audit produced."""
+    """Outputs of one audit: the receipt, the files written and the exit code."""
 
     receipt: Receipt
     out_dir: Path

@@ -23,7 +23,7 @@ from selbias_audit.spec import LoopSpec
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """What happened in one round of one selector run."""
+    """One round of one selector run: its candidates, the selection and the pool after it."""
 
     round: int
     candidates: Tensor
@@ -110,8 +110,8 @@ def _cat_labels(a: Tensor | None, b: Tensor | None) -> Tensor | None:
 
 
 def _checked_indices(selection: Selection, count: int, total: int, name: str, t: int) -> Tensor:
-    # A selector that returns the wrong number of indices, repeats or out-of-range values
-    # is a bug in that selector; stop instead of auditing a selection that never happened.
+    # Wrong counts, repeats or out-of-range indices are a bug in the selector. Stop here,
+    # because auditing them would describe a selection that never happened.
     indices = selection.indices.detach().cpu().long()
     if indices.ndim != 1 or indices.numel() != count:
         raise ValueError(f"selector {name}, round {t}: returned {indices.numel()} indices, not {count}")

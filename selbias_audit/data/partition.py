@@ -147,9 +147,9 @@ def _draw_ownership(
             owners[k, rng.choice(count, per, replace=False)] = True
         if owners.sum(axis=0).min() >= coverage:
             return owners
-    # Tight settings (K * C equal to the class count forces a permutation) are rarely hit
-    # by independent draws, so deal a random class order cyclically: client k owns the
-    # C classes after position k * C, which meets the coverage by construction.
+    # Independent draws rarely meet tight settings (K * C equal to the class count forces
+    # a permutation). Deal a random class order cyclically instead: client k owns the C
+    # classes after position k * C, which meets the coverage by construction.
     order = rng.permutation(count)
     owners = np.zeros((clients, count), dtype=bool)
     for k in range(clients):

@@ -32,3 +32,20 @@ def require_finite(
         hint="check the candidate and reference features for NaN or infinity; for a "
         "solver result, rerun with solver.dtype: float64",
     )
+
+
+def require_finite_inputs(
+    candidates: Tensor,
+    references: tuple[Tensor, ...] | list[Tensor],
+    *,
+    selector: str,
+    round_index: int,
+) -> None:
+    """Raise NonFiniteError when the candidates or any client reference is not finite."""
+    require_finite(
+        candidates, "candidate features", selector=selector, round_index=round_index, client=None
+    )
+    for client, reference in enumerate(references):
+        require_finite(
+            reference, "reference features", selector=selector, round_index=round_index, client=client
+        )

@@ -11,7 +11,7 @@ from selbias_audit.spec import CenterMatchSpec, RandomSelectorSpec
 
 
 def check_finite(name: str, values: Tensor, what: str, context: SelectionContext) -> None:
-    """Raise NonFiniteError naming the selector and round when ``values`` holds NaN or inf."""
+    """Raise NonFiniteError naming the selector and round when ``values`` contains NaN or inf."""
     if not bool(torch.isfinite(values).all()):
         bad = int((~torch.isfinite(values)).sum())
         raise NonFiniteError(

@@ -8,7 +8,7 @@ from selbias_audit.selectors.base import Selector
 
 Scope = Literal["local", "collaborative", "none"]
 
-# What each method scores candidates by, for the receipt's "scoring metric" field.
+# Scoring rule of each method, for the receipt's "scoring metric" field.
 SCORING = {
     "random": "none (uniform draw without replacement)",
     "center_match": "Euclidean distance to the mean of one client's reference (lower kept)",
