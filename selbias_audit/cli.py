@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from selbias_audit import __version__
 from selbias_audit.errors import EXIT_INVALID_INPUT, EXIT_RUN_FAILED, SelbiasError
@@ -35,8 +36,20 @@ Verbose = Annotated[
 ]
 
 
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def say(text: str) -> None:
+    """Print plain text on stderr; brackets in labels such as ``[client 0]`` stay literal."""
+    stderr.print(escape(text), soft_wrap=True)
+
+
 def _setup_logging(verbose: int) -> None:
     level = os.environ.get("SELBIAS_LOGLEVEL", "WARNING").upper()
+    if level not in _LEVELS:
+        say(f"warning: SELBIAS_LOGLEVEL={level!r} is not one of {', '.join(_LEVELS)}; "
+            "using WARNING")
+        level = "WARNING"
     if verbose:
         level = "DEBUG"
     logging.basicConfig(
@@ -51,17 +64,21 @@ def _setup_logging(verbose: int) -> None:
 def _fail(error: SelbiasError, verbose: int) -> NoReturn:
     if verbose >= 2:
         raise error
-    stderr.print(f"[bold red]error:[/] {error.diagnostics()}", markup=True, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(error.diagnostics())}", soft_wrap=True)
     if verbose == 0 and error.exit_code == EXIT_RUN_FAILED:
-        stderr.print("rerun with -v for more detail, -vv for the traceback")
+        say("rerun with -v for more detail, -vv for the traceback")
     raise typer.Exit(error.exit_code)
 
 
 def _internal(error: Exception, verbose: int) -> NoReturn:
     if verbose >= 2:
         raise error
-    stderr.print(f"[bold red]error:[/] the run could not finish: {type(error).__name__}: {error}")
-    stderr.print("rerun with -vv for the traceback")
+    stderr.print(
+        f"[bold red]error:[/] the run could not finish: "
+        f"{escape(type(error).__name__)}: {escape(str(error))}",
+        soft_wrap=True,
+    )
+    say("rerun with -vv for the traceback")
     raise typer.Exit(EXIT_RUN_FAILED)
 
 
@@ -81,8 +98,7 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Re-run the round loop or replay logged rounds, compare the audited selector with its
-    baselines on the same candidates, and write a signed receipt."""
+    """Audit a selector against its baselines on the same candidates; write a signed receipt."""
     from selbias_audit.engine import run_audit
     from selbias_audit.progress import AuditProgress
 
@@ -96,17 +112,17 @@ def audit(
             )
     except SelbiasError as error:
         _fail(error, verbose)
-    except (OSError, MemoryError) as error:
+    except Exception as error:  # noqa: BLE001 - any other failure is exit 3, never exit 1
         _internal(error, verbose)
     if result.key_created:
-        stderr.print(f"created a new signing key at {result.key_path} (owner-only permissions)")
+        say(f"created a new signing key at {result.key_path} (owner-only permissions)")
     for check in result.receipt.verdict.checks:
         status = "[green]PASS[/]" if check.passed else "[bold red]FAIL[/]"
-        stderr.print(f"{status} {check.name}: {check.detail}")
-    stderr.print(result.receipt.verdict.summary)
+        stderr.print(f"{status} {escape(check.name)}: {escape(check.detail)}", soft_wrap=True)
+    say(result.receipt.verdict.summary)
     for path in result.files:
-        stderr.print(f"wrote {path}")
-    stderr.print(f"finished in {time.perf_counter() - start:.1f} s")
+        say(f"wrote {path.resolve()}")
+    say(f"finished in {time.perf_counter() - start:.1f} s")
     raise typer.Exit(result.exit_code)
 
 
@@ -133,11 +149,20 @@ def verify(
     try:
         results = verify_outputs(envelope, public_key_path=key, inputs_root=inputs_root)
     except SelbiasError as error:
+        # The failed check is the error itself; print the ones that passed before it.
         for line in getattr(error, "checks", []):
-            stderr.print(f"{'OK' if line.ok else 'FAIL'}: {line.name}: {line.detail}")
+            if line.ok:
+                say(f"OK: {line.name}: {line.detail}")
+        if "not found" in error.message and inputs_root is None:
+            error.hint = error.hint or (
+                "if the output folder was moved or downloaded, pass --inputs-root with the "
+                "folder that holds the run description and its inputs"
+            )
         _fail(error, verbose)
+    except Exception as error:  # noqa: BLE001
+        _internal(error, verbose)
     for line in results:
-        stderr.print(f"OK: {line.name}: {line.detail}")
+        say(f"OK: {line.name}: {line.detail}")
 
 
 @app.command()
@@ -161,10 +186,12 @@ def keygen(
     try:
         private_key = generate_keypair(private_path, public_path, overwrite=force)
     except SelbiasError as error:
+        if "exists" in error.message:
+            error.hint = error.hint or "pass --force to replace it"
         _fail(error, 0)
-    stderr.print(f"wrote private key {private_path} (mode 600)")
-    stderr.print(f"wrote public key {public_path}")
-    stderr.print(f"key id {key_id(private_key.public_key())}")
+    say(f"wrote private key {private_path} (mode 600)")
+    say(f"wrote public key {public_path}")
+    say(f"key id {key_id(private_key.public_key())}")
 
 
 @app.command()
@@ -182,8 +209,11 @@ def render(
         paths = rebuild(receipt, out if out is not None else receipt.parent)
     except SelbiasError as error:
         _fail(error, verbose)
+    except Exception as error:  # noqa: BLE001
+        _internal(error, verbose)
+    say("rendered from the JSON alone; run selbias verify to check its signature")
     for path in paths:
-        stderr.print(f"wrote {path}")
+        say(f"wrote {path}")
 
 
 @app.command()
@@ -194,16 +224,18 @@ def theory(
     verbose: Verbose = 0,
 ) -> None:
     """Run the Gaussian model of selection-induced collapse (four settings, several seeds)."""
-    from selbias_audit.theory.cli import run_theory_command
-
     start = time.perf_counter()
     try:
+        from selbias_audit.theory.cli import run_theory_command
+
         paths = run_theory_command(run, out, stderr, quiet=quiet)
     except SelbiasError as error:
         _fail(error, verbose)
+    except Exception as error:  # noqa: BLE001
+        _internal(error, verbose)
     for path in paths:
-        stderr.print(f"wrote {path}")
-    stderr.print(f"finished in {time.perf_counter() - start:.1f} s")
+        say(f"wrote {path}")
+    say(f"finished in {time.perf_counter() - start:.1f} s")
 
 
 @app.command()
@@ -216,7 +248,7 @@ def schema(
     from selbias_audit.schemas import write_schemas
 
     for path in write_schemas(out):
-        stderr.print(f"wrote {path}")
+        say(f"wrote {path}")
 
 
 def _version_callback(value: bool) -> None:

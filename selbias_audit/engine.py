@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import io
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from selbias_audit.assemble import (
     modes_section,
 )
 from selbias_audit.audit import plan_runs, run_selector
-from selbias_audit.errors import EXIT_GATE_FAILED, EXIT_PASS
+from selbias_audit.errors import EXIT_GATE_FAILED, EXIT_PASS, SpecError
 from selbias_audit.gate import evaluate_gate, random_band
 from selbias_audit.io import atomic_write_bytes
 from selbias_audit.receipt.model import FileDigest, Receipt, SelectorRun, Seeds
@@ -70,6 +71,23 @@ def output_dir(spec: RunSpec, spec_path: Path, override: Path | None) -> Path:
         return override
     path = Path(spec.output.dir).expanduser()
     return path if path.is_absolute() else spec_path.resolve().parent / path
+
+
+def check_output_dir(folder: Path) -> None:
+    """Raise SpecError now, before any work, when ``folder`` cannot receive the outputs.
+
+    Nothing is created here, so a run that fails on invalid input leaves no folder behind.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise SpecError(f"output folder {folder} is an existing file; choose another --out")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(
+            f"output folder {folder} is not writable ({existing} does not accept new files); "
+            "choose another --out or output.dir"
+        )
 
 
 def input_files(setup: AuditSetup) -> list[Path]:
@@ -135,6 +153,7 @@ def run_audit(
 
     spec, spec_bytes = load_spec(spec_path)
     target_dir = output_dir(spec, spec_path, out_dir)
+    check_output_dir(target_dir)
     if key_path is not None:
         private_key, created = load_private_key(key_path), False
     else:

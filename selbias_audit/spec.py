@@ -20,10 +20,16 @@ from selbias_audit.errors import SpecError
 
 SCHEMA_VERSION = "1"
 
+# Upper bound on N per round: the loop holds N x d float64 candidates per selector run,
+# and larger pools belong in a replay that streams them.
+MAX_CANDIDATES = 5_000_000
+
 
 class _Model(BaseModel):
+    # strict: YAML's true, "10" or 2.0 are not silently read as the integer a field needs.
     model_config = ConfigDict(
-        frozen=True, extra="forbid", validate_default=True, use_attribute_docstrings=True
+        frozen=True, extra="forbid", validate_default=True, use_attribute_docstrings=True,
+        strict=True,
     )
 
 
@@ -153,9 +159,9 @@ class LoopSpec(_Model):
     Accumulate-Subsample on a fixed-size uniform subsample of all data so far."""
     rounds: Annotated[int, Field(ge=1, le=10_000)] = 10
     """Number of rounds T."""
-    select: Annotated[int, Field(ge=1)]
+    select: Annotated[int, Field(ge=1, le=MAX_CANDIDATES)]
     """Samples kept per round, n."""
-    candidates: Annotated[int, Field(ge=1)] | None = None
+    candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES)] | None = None
     """Candidates drawn per round, N; defaults to 4 n."""
     initial_size: Annotated[int, Field(ge=2)] | None = None
     """Size of the real training set D_0 drawn from the target; defaults to the whole target."""
@@ -475,6 +481,20 @@ class RunSpec(_Model):
                 "cutting them from the target; remove references: (describe the logged ones "
                 "in replay.partition)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_gate_rounds(self) -> RunSpec:
+        rounds = self.gate.rounds
+        total = self.loop.rounds if self.loop is not None else None
+        if isinstance(rounds, list):
+            if not rounds:
+                raise ValueError("gate.rounds is an empty list; use all, last or round numbers")
+            beyond = [r for r in rounds if total is not None and r > total]
+            if beyond:
+                raise ValueError(
+                    f"gate.rounds {beyond} exceed loop.rounds = {total}; gate rounds 1 to {total}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -135,12 +135,59 @@ def test_invalid_input_keeps_previous_outputs(write_run) -> None:
     assert before == after
 
 
-def test_unwritable_output_exits_three(write_run, tmp_path: Path) -> None:
+def test_output_path_is_file_exits_two(write_run, tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the output folder should be")
     run = write_run(loop={"select": 50, "candidates": 50, "rounds": 1})
     result = _audit(run, "--out", str(blocker))
+    assert result.exit_code == 2, result.output
+    assert "is an existing file" in result.output
+
+
+def test_unwritable_output_exits_two_before_work(write_run, tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root can write into read-only folders")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    run = write_run(loop={"select": 50, "candidates": 50, "rounds": 1})
+    result = _audit(run, "--out", str(locked / "out"))
+    assert result.exit_code == 2, result.output
+
+
+def test_internal_failure_exits_three(write_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    import selbias_audit.engine as engine
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("simulated bug")
+
+    monkeypatch.setattr(engine, "run_all", broken)
+    run = write_run(loop={"select": 50, "candidates": 50, "rounds": 1})
+    result = _audit(run)
     assert result.exit_code == 3, result.output
+    assert "simulated bug" in result.output
+
+
+def test_verify_detects_changed_artifact(failing_audit, tmp_path: Path) -> None:
+    import shutil
+
+    folder, _, _ = failing_audit
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    csv = copy / "out" / "rounds.csv"
+    csv.write_text(csv.read_text().replace("center_match", "centre_match"))
+    bad = runner.invoke(app, ["verify", str(copy / "out")])
+    assert bad.exit_code == 4, bad.output
+    assert "rounds.csv" in bad.output
+
+
+def test_bad_loglevel_falls_back(write_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SELBIAS_LOGLEVEL", "LOUD")
+    run = write_run(loop={"select": 50, "candidates": 50, "rounds": 1})
+    result = _audit(run)
+    assert result.exit_code == 0, result.output
+    assert "SELBIAS_LOGLEVEL" in result.output
 
 
 def test_cuda_requested_without_gpu_exits_two(write_run) -> None:

@@ -118,3 +118,10 @@ def test_choose_tail_rare_and_underrepresented() -> None:
 def test_choose_tail_without_reference() -> None:
     tail = choose_tail(np.array([0.7, 0.2, 0.1]), None, TailSpec(rare_mass=0.15))
     assert tail.modes == [2]
+
+
+def test_choose_tail_empty_rejected() -> None:
+    from selbias_audit.errors import SpecError
+
+    with pytest.raises(SpecError, match="no mode qualifies as a tail mode"):
+        choose_tail(np.array([0.5, 0.5]), np.array([0.5, 0.5]), TailSpec(rare_mass=0.0))

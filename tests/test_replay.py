@@ -93,6 +93,9 @@ def write_replay_run(folder: Path, log: Path, target_dim: int = 4, **overrides: 
             "scoring_metric": "distance to client 0's mean", "partition": "one site each",
         },
         "selection": {"random_seeds": 3},
+        # Three classes of about a third each: 0.4 makes the rarest one the tail even when
+        # the verifier reference covers every class.
+        "modes": {"tail": {"rare_mass": 0.4}},
         "solver": {"divergence_metric": False},
         "governance": {
             "pooling_restriction": "sites may not share records",

@@ -87,3 +87,18 @@ def test_unsafe_yaml_tag_rejected(tmp_path: Path) -> None:
     path.write_text("seed: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(SpecError, match="invalid YAML"):
         load_spec(path)
+
+
+def test_coerced_values_rejected(write_run) -> None:
+    path = write_run(seed=True)
+    with pytest.raises(SpecError, match="seed"):
+        load_spec(path)
+    path = write_run(references={"clients": "10"})
+    with pytest.raises(SpecError, match=r"references\.clients"):
+        load_spec(path)
+
+
+def test_gate_rounds_beyond_loop_rejected(write_run) -> None:
+    path = write_run(gate={"rounds": [5]})
+    with pytest.raises(SpecError, match=r"gate\.rounds \[5\] exceed loop\.rounds = 3"):
+        load_spec(path)

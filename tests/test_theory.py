@@ -238,8 +238,18 @@ def test_missing_spec_file(tmp_path: Path) -> None:
         load_theory_spec(tmp_path / "absent.yaml")
 
 
-def test_empty_spec_file_gives_defaults(tmp_path: Path) -> None:
-    assert load_theory_spec(_write(tmp_path, "")) == TheorySpec()
+def test_empty_spec_file_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="theory description is empty"):
+        load_theory_spec(_write(tmp_path, ""))
+
+
+def test_explicit_empty_mapping_gives_defaults(tmp_path: Path) -> None:
+    assert load_theory_spec(_write(tmp_path, "{}")) == TheorySpec()
+
+
+def test_oversized_round_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="GiB per round"):
+        load_theory_spec(_write(tmp_path, "ratio: 1.0e-7\n"))
 
 
 # ---- outputs ------------------------------------------------------------------------------

@@ -114,6 +114,13 @@ def choose_tail(
         for mode, share in enumerate(target_shares):
             if share > 0 and reference_shares[mode] < spec.underrepresented_ratio * share:
                 reasons.setdefault(mode, []).append("underrepresented_by_verifier")
+    if not reasons:
+        raise SpecError(
+            "modes.tail: no mode qualifies as a tail mode (rare_mass = "
+            f"{spec.rare_mass}, underrepresented_ratio = {spec.underrepresented_ratio}), so "
+            "the gate would compare nothing; raise modes.tail.rare_mass (for example 0.2) "
+            "or set modes.tail.reference_client to a skewed client"
+        )
     rule = (
         f"globally rare: the rarest modes holding at most {spec.rare_mass:.0%} of target mass; "
         f"under-represented: share in the verifier's reference below "

@@ -108,17 +108,28 @@ def _load_gaussian(spec: TargetSpec, seed: int) -> TargetData:
 def load_npz_target(path: Path) -> TargetData:
     """Load ``X`` (n, d) and optional integer ``y`` (n,) from a ``.npz`` file."""
     where = f"target.source: {path}"
+    if path.is_dir():
+        raise SpecError(f"{where}: is a folder, not a .npz file")
     if not path.is_file():
         raise SpecError(f"{where}: file not found", hint="check the path in the run description")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"{where}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError):
+        raise SpecError(
+            f"{where}: not a readable .npz file; write it with numpy.savez(path, X=..., y=...)"
+        ) from None
     with archive:
         if "X" not in archive.files:
             raise SpecError(f"{where}: array 'X' missing; found {sorted(archive.files)}")
-        features = archive["X"]
-        labels = archive["y"] if "y" in archive.files else None
+        try:
+            features = archive["X"]
+            labels = archive["y"] if "y" in archive.files else None
+        except (OSError, ValueError) as exc:
+            # Object arrays need pickle, which is never enabled for untrusted files.
+            raise SpecError(
+                f"{where}: cannot read arrays X/y ({exc}); save numeric arrays, for example "
+                "np.savez(path, X=X.astype(float), y=y.astype(int))"
+            ) from None
     if features.ndim != 2 or features.shape[0] < 2 or features.shape[1] < 1:
         raise SpecError(f"{where}: X must have shape (n, d) with n >= 2, got {features.shape}")
     if not np.issubdtype(features.dtype, np.number) or np.iscomplexobj(features):

@@ -397,4 +397,23 @@ def verify_outputs(
     receipt = _check_receipt(checks, receipt_name, receipt_bytes[receipt_name])
     _check_predicate(checks, receipt, predicate, subjects)
     _check_key_id(checks, receipt, predicate, public_key)
+    _check_artifacts(checks, receipt, envelope_path.parent)
     return checks.results
+
+
+def _check_artifacts(checks: _Checks, receipt: Receipt, folder: Path) -> None:
+    # Generated artifacts (such as rounds.csv) are not envelope subjects, but their digests
+    # sit inside the signed receipt, so checking them against the files is as strong.
+    for artifact in receipt.governance.artifacts:
+        path = folder / artifact.path
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            checks.fail(f"artifact {artifact.path}", f"{path} not found or unreadable")
+        if digest != artifact.sha256:
+            checks.fail(
+                f"artifact {artifact.path}",
+                f"{path} has sha256 {digest[:12]}..., the signed receipt records "
+                f"{artifact.sha256[:12]}...",
+            )
+        checks.ok(f"artifact {artifact.path}", f"sha256 {digest[:12]}... matches {path}")

@@ -18,6 +18,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from selbias_audit.errors import SpecError
@@ -43,6 +44,10 @@ DEFAULT_FIT_START = 20
 moving from mu* toward the biased target, so the trace ratio follows a power law only after
 that transient. In one run of the published setting (10 seeds, Accumulate + Select) the
 smallest per-run R^2 was 0.87 over rounds 1 to 300 and 0.99 over rounds 20 to 300."""
+
+
+# Memory one round of the theory run may take, an estimate sized for a 16 GiB machine.
+MAX_ROUND_BYTES = 8 * 2**30
 
 
 class TheorySpec(BaseModel):
@@ -89,6 +94,20 @@ class TheorySpec(BaseModel):
     def candidates(self) -> int:
         """Return N, the candidates drawn per round by the selecting settings."""
         return max(self.select, round(self.select / self.ratio))
+
+    @model_validator(mode="after")
+    def _check_memory(self) -> TheorySpec:
+        # One round holds seeds x N x d float64 candidates (plus a few same-sized
+        # temporaries); refuse sizes that cannot fit a workstation instead of being killed.
+        needed = 4 * len(self.seeds) * self.candidates * self.dim * 8
+        if needed > MAX_ROUND_BYTES:
+            raise ValueError(
+                f"ratio = {self.ratio} gives N = {self.candidates} candidates per round, about "
+                f"{needed / 2**30:.1f} GiB per round for {len(self.seeds)} seeds in {self.dim} "
+                f"dimensions (limit {MAX_ROUND_BYTES / 2**30:.0f} GiB); raise ratio or use fewer "
+                "seeds"
+            )
+        return self
 
     @property
     def window(self) -> tuple[int, int]:
@@ -150,7 +169,10 @@ def load_theory_spec(path: str | Path) -> TheorySpec:
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: invalid YAML: {exc}") from None
     if data is None:
-        data = {}
+        raise SpecError(
+            f"{path}: theory description is empty",
+            hint="start from examples/gaussian-theory.yaml (an explicit {} uses every default)",
+        )
     if not isinstance(data, dict):
         raise SpecError(
             f"{path}: a theory description is a YAML mapping, got {type(data).__name__}",
