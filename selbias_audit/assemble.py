@@ -122,19 +122,20 @@ def environment(setup: AuditSetup) -> Environment:
     )
 
 
-def tool_revision() -> Provided:
-    """Return the git commit of this tool when it runs from a checkout."""
+def tool_revision() -> str:
+    """Return the git commit of this tool, or say that it was installed from a package."""
+    not_checkout = "not a git checkout (installed from a package; see tool_version)"
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
-        return Provided(status="missing")
+        return not_checkout
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
             timeout=10, check=True,
         )
     except (OSError, subprocess.SubprocessError):
-        return Provided(status="missing")
-    return Provided(status="provided", value=out.stdout.strip())
+        return not_checkout
+    return out.stdout.strip()
 
 
 def _baseline_status(runs: list[SelectorRun], scope: str, advice: str) -> BaselineStatus:

@@ -234,7 +234,7 @@ def _governance() -> dict[str, Any]:
         },
         "code_revision": {
             "tool_version": "0.1.0",
-            "tool_revision": _provided("d55da5e"),
+            "tool_revision": "d55da5e",
             "pipeline_revision": _provided(None),
         },
         "artifacts": [

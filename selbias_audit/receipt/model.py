@@ -177,8 +177,9 @@ class CodeRevision(_Model):
 
     tool_version: str
     """Version of selbias-audit."""
-    tool_revision: Provided
-    """Git revision of selbias-audit when run from a checkout."""
+    tool_revision: str
+    """Git commit of selbias-audit when run from a checkout, else a note that the tool was
+    installed from a package (the version above then identifies it)."""
     pipeline_revision: Provided
     """Revision of the audited pipeline, as stated in the run description."""
 
