@@ -47,5 +47,9 @@ def require_finite_inputs(
     )
     for client, reference in enumerate(references):
         require_finite(
-            reference, "reference features", selector=selector, round_index=round_index, client=client
+            reference,
+            "reference features",
+            selector=selector,
+            round_index=round_index,
+            client=client,
         )
