@@ -12,8 +12,9 @@ candidates. It standardises every feature by the mean and standard deviation of 
 pooled references, which stand in for the global target (``--raw`` skips this). It
 prints one JSON line with wall and CPU seconds, the peak resident memory of the
 process, the solve count and the largest marginal error. Run one scheme per process,
-so that the peak memory belongs to that scheme alone. ``--reference`` runs the straightforward geomloss
-computation of :mod:`geomloss_reference` at the same parameters instead.
+so that the peak memory belongs to that scheme alone. ``--reference`` runs the
+straightforward geomloss computation of :mod:`geomloss_reference` at the same
+parameters instead.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def peak_memory_mib() -> float:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
     candidates, references = load_workload(args.workload, args.raw, dtype)
@@ -137,6 +140,9 @@ def main() -> None:
     timing.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     timing.add_argument("--device", default="cpu", help="torch device, for example cpu or cuda")
     timing.add_argument("--raw", action="store_true", help="skip standardisation of the features")
+    timing.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)"
+    )
     timing.add_argument("--save", type=Path, help="write the kept indices to this .npy file")
     timing.set_defaults(handler=run)
     agreement = commands.add_parser("compare", help="share of kept indices two runs have in common")

@@ -151,6 +151,9 @@ def transport_support(
         Barycenter step, recorded in the SolveRecord purpose.
     warm_start : Tensor, shape (M,), optional
         This silo's potential on its reference from the previous step.
+    warm_blur : float, optional
+        Blur at which annealing resumes from ``warm_start``; the server derives it from
+        the support displacement, a quantity of the shared support only.
     """
     cross = solve_cross(
         support,

@@ -110,6 +110,7 @@ def test_pca_variances_match_reference_covariance() -> None:
     mean, basis, variances = fit_pca(reference, 3)
     projected = (reference - mean) @ basis
     # Projected coordinates are uncorrelated, with the PCA variances (denominator M - 1).
+    # The SVD and the covariance are float64, so they agree to rounding (~1e-13 here).
     torch.testing.assert_close(torch.cov(projected.T), torch.diag(variances), atol=1e-10, rtol=0)
 
 

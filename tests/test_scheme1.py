@@ -41,6 +41,7 @@ def context(
 
 def test_calibrated_gradient_is_centred_and_scaled() -> None:
     potential = torch.tensor([1.0, 2.0, 6.0], dtype=torch.float64)
+    # Exact arithmetic on small integers and halves, so default tolerances suffice.
     torch.testing.assert_close(
         calibrated_gradient(potential), torch.tensor([-3.0, -1.5, 4.5], dtype=torch.float64)
     )
@@ -49,6 +50,7 @@ def test_calibrated_gradient_is_centred_and_scaled() -> None:
 
 def test_minmax_utilities_handle_constant_scores() -> None:
     utilities = minmax_utilities([torch.tensor([0.0, 1.0, 2.0]), torch.tensor([4.0, 4.0, 4.0])])
+    # Exact in float64: the values are 0, 1/2 and 1.
     expected = torch.tensor([[1.0, 1.0], [0.5, 1.0], [0.0, 1.0]], dtype=torch.float64)
     torch.testing.assert_close(utilities, expected)
 

@@ -161,7 +161,9 @@ def test_float32_selection_agrees_with_float64() -> None:
     for dtype in (torch.float32, torch.float64):
         shared = context(references)
         shared.dtype = dtype
-        selection = Scheme2Selector(Scheme2Spec(blur=0.1, max_iter=4)).select(candidates, 12, shared)
+        selection = Scheme2Selector(Scheme2Spec(blur=0.1, max_iter=4)).select(
+            candidates, 12, shared
+        )
         picks[dtype] = set(selection.indices.tolist())
     # float32 potentials agree to ~1e-4 of their range (see test_sinkhorn); the 12th and
     # 13th lowest scores of this problem are further apart than that.

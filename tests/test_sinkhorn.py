@@ -45,6 +45,7 @@ def centred(values: torch.Tensor) -> torch.Tensor:
 
 
 def test_blur_epsilon_round_trip() -> None:
+    # Pure float64 arithmetic: one rounding of a power and of a root.
     assert epsilon_from_blur(0.05) == pytest.approx(0.0025, rel=1e-15)
     assert blur_from_epsilon(epsilon_from_blur(0.3)) == pytest.approx(0.3, rel=1e-15)
 
@@ -62,6 +63,7 @@ def test_schedule_matches_geomloss(diameter: float, scaling: float) -> None:
 def test_cost_is_half_squared_distance() -> None:
     x, y = make_clouds()
     expected = torch.cdist(x, y) ** 2 / 2
+    # Two float64 formulas of the same cost on unit-scale points: rounding only.
     torch.testing.assert_close(half_squared_distances(x, y), expected, atol=1e-12, rtol=1e-12)
 
 
@@ -94,6 +96,8 @@ def test_recorded_marginal_error_matches_plan() -> None:
         plan.sum(dim=1), torch.full((50,), 1 / 50, dtype=torch.float64), atol=1e-12, rtol=0
     )
     column_error = float((plan.sum(dim=0) - 1 / 40).abs().sum())
+    # The same column sums, computed by the solver's blocked softmax and by a dense
+    # exp here: they differ by float64 rounding, far below the recorded error itself.
     assert result.record.marginal_error == pytest.approx(column_error, rel=1e-9, abs=1e-14)
 
 
@@ -155,6 +159,7 @@ def test_barycentric_projection_reuses_potential() -> None:
     settings = SinkhornSettings(blur=0.3)
     cross = solve_cross(x, y, settings, purpose="test", project=True)
     again = barycentric_projection(x, y, cross.g, settings)
+    # Same potential, same float64 passes: the projections agree to rounding.
     torch.testing.assert_close(again, cross.projection, atol=1e-12, rtol=0)
 
 
@@ -202,5 +207,18 @@ def test_record_describes_solve() -> None:
     assert record.purpose == "unit"
     assert record.client == 3
     assert record.dtype == "float64"
-    assert record.epsilon == pytest.approx(0.0025, rel=1e-15)
+    assert record.epsilon == pytest.approx(0.0025, rel=1e-15)  # blur ** 2 in float64
     assert record.iterations >= 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_solve_matches_cpu() -> None:
+    x, y = make_clouds(seed=9, n=200, m=150)
+    settings = SinkhornSettings(blur=0.1)
+    on_cpu = solve_cross(x, y, settings, purpose="test", project=True)
+    on_gpu = solve_cross(x.cuda(), y.cuda(), settings, purpose="test", project=True)
+    # Same float64 algorithm; only the order of GPU reductions differs.
+    torch.testing.assert_close(on_gpu.f.cpu(), on_cpu.f, atol=1e-9, rtol=0)
+    torch.testing.assert_close(on_gpu.projection.cpu(), on_cpu.projection, atol=1e-9, rtol=0)
+    assert on_gpu.record.iterations == on_cpu.record.iterations

@@ -76,13 +76,15 @@ def blur_from_epsilon(epsilon: float, p: int = COST_EXPONENT) -> float:
     return float(epsilon) ** (1.0 / p)
 
 
-def half_squared_distances(x: Tensor, y: Tensor) -> Tensor:
+def half_squared_distances(x: Tensor, y: Tensor, *, out: Tensor | None = None) -> Tensor:
     """Return the cost matrix ``C_ij = ||x_i - y_j||^2 / 2``.
 
     Parameters
     ----------
     x : Tensor, shape (N, d)
     y : Tensor, shape (M, d)
+    out : Tensor, shape (N, M), optional
+        Where to write the result, for example a slice of a larger cost matrix.
 
     Returns
     -------
@@ -90,10 +92,10 @@ def half_squared_distances(x: Tensor, y: Tensor) -> Tensor:
         Non-negative costs in the dtype of ``x``. The expansion
         ``|x|^2 / 2 + |y|^2 / 2 - <x, y>`` can round below zero, hence the clamp.
     """
-    squared_x = (x * x).sum(dim=1, keepdim=True)
-    squared_y = (y * y).sum(dim=1)
-    cost = torch.addmm(0.5 * (squared_x + squared_y), x, y.T, alpha=-1.0)
-    return cost.clamp_(min=0.0)
+    half_squared_x = 0.5 * (x * x).sum(dim=1, keepdim=True)
+    half_squared_y = 0.5 * (y * y).sum(dim=1)
+    cost = torch.addmm(half_squared_y, x, y.T, alpha=-1.0, out=out)
+    return cost.add_(half_squared_x).clamp_(min=0.0)
 
 
 def bounding_box_diameter(x: Tensor, y: Tensor) -> float:

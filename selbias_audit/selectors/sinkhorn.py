@@ -13,10 +13,9 @@ The debiased potential of a Sinkhorn divergence on the ``x`` side is then
 ``f_ab - f_aa``. Splitting it this way lets a caller solve the self-problem of a
 shared point cloud once and reuse it against every reference.
 
-Each pass walks the cost matrix by blocks of rows: a fused softmax of
-``h_j - C_ij / eps`` gives the row log-sum-exp (the f-update) and the column mass of
-the plan (the g-update and the marginal error) in one sweep. Memory is one cost matrix
-(or none, when it is larger than ``cache_bytes``) plus one block.
+Each update is one sweep of :func:`selbias_audit.selectors._kernels.softmax_pass`: a
+fused softmax of ``h_j - C_ij / eps`` by blocks of rows gives the row log-sum-exp (the
+f-update) and the column mass of the plan (the g-update and the marginal error).
 
 References
 ----------
@@ -34,12 +33,11 @@ import torch
 from torch import Tensor
 
 from selbias_audit.selectors._conventions import (
-    BLOCK_ELEMENTS,
     SinkhornSettings,
     bounding_box_diameter,
     epsilon_schedule,
-    half_squared_distances,
 )
+from selbias_audit.selectors._kernels import CostBlocks, exact_column_lse, softmax_pass
 from selbias_audit.selectors.base import SolveRecord
 
 BACKEND = "torch log-domain sinkhorn (blocked softmax)"
@@ -47,14 +45,6 @@ BACKEND = "torch log-domain sinkhorn (blocked softmax)"
 # A column whose plan mass is below STARVED_FACTOR * finfo.tiny may have lost part of
 # that mass to underflow in the softmax. Its g-update is therefore redone in log domain.
 STARVED_FACTOR = 1e6
-
-# Rows per GEMM when a cost matrix is built; on the 2-core test machine 256 rows ran
-# about twice as fast as 50 or 4096 rows for 20000 x 20000 x 64.
-BUILD_ROWS = 256
-
-# A softmax entry above this floor is a normal float in float32 and float64 with full
-# relative precision, so it recovers the row log-sum-exp exactly.
-ANCHOR_FLOOR = 1e-30
 
 
 @dataclass(frozen=True)
@@ -88,56 +78,6 @@ class SymmetricPotential:
     """(N, d) self barycentric projection ``sum_j pi_ij x_j / a_i`` when requested."""
 
 
-class _CostBlocks:
-    """Row blocks of ``C_ij = ||x_i - y_j||^2 / 2``, kept in memory when small enough.
-
-    Both clouds are centred on their common mean in float64 (a translation leaves C
-    unchanged) and the costs are then computed in the solve dtype. Centring keeps the
-    squared norms of the expansion small, so a float32 cost carries an absolute error
-    of about 1e-7 times the squared radius of the clouds, below what float32 keeps of
-    ``C / eps`` anyway. A float32 GEMM is about twice as fast as a float64 one.
-    """
-
-    def __init__(self, x: Tensor, y: Tensor, dtype: torch.dtype, cache_bytes: int) -> None:
-        x64, y64 = x.to(torch.float64), y.to(torch.float64)
-        count = x64.shape[0] + y64.shape[0]
-        centre = (x64.sum(dim=0) + y64.sum(dim=0)) / count
-        self.x = (x64 - centre).to(dtype)
-        self.y = (y64 - centre).to(dtype)
-        self.dtype = dtype
-        self.rows, self.cols = x.shape[0], y.shape[0]
-        self.rows_per_block = max(1, BLOCK_ELEMENTS // max(1, self.cols))
-        self.dense: Tensor | None = None
-        self.max_cost: float
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if self.rows * self.cols * itemsize <= cache_bytes:
-            self.dense = torch.empty(self.rows, self.cols, dtype=dtype, device=x.device)
-            for start in range(0, self.rows, BUILD_ROWS):
-                stop = min(start + BUILD_ROWS, self.rows)
-                self.dense[start:stop] = half_squared_distances(self.x[start:stop], self.y)
-            self.max_cost = float(self.dense.max())
-        else:
-            # One extra sweep, so that streamed and cached solves follow the same schedule.
-            self.max_cost = max(
-                float(self.block(start, stop).max()) for start, stop in self.ranges()
-            )
-
-    def ranges(self) -> list[tuple[int, int]]:
-        step = self.rows_per_block
-        return [(start, min(start + step, self.rows)) for start in range(0, self.rows, step)]
-
-    def block(self, start: int, stop: int) -> Tensor:
-        if self.dense is not None:
-            return self.dense[start:stop]
-        return half_squared_distances(self.x[start:stop], self.y)
-
-    def columns(self, index: Tensor) -> Tensor:
-        """Return the (N, len(index)) cost columns ``C[:, index]``."""
-        if self.dense is not None:
-            return self.dense[:, index]
-        return half_squared_distances(self.x, self.y[index])
-
-
 def _uniform_log_weights(count: int, like: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.full((count,), -math.log(count), dtype=dtype, device=like.device)
 
@@ -149,69 +89,6 @@ def _log_weights(weights: Tensor | None, count: int, like: Tensor, dtype: torch.
         raise ValueError(f"weights must be {count} positive numbers, got shape {weights.shape}")
     weights = weights.to(dtype)
     return (weights / weights.sum()).log()
-
-
-def _softmax_pass(
-    costs: _CostBlocks,
-    h: Tensor,
-    epsilon: float,
-    *,
-    row_weights: Tensor | None = None,
-    values: Tensor | None = None,
-    anchors: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Sweep the rows of ``A_ij = h_j - C_ij / eps`` once.
-
-    Returns the row log-sum-exp (N,), the column mass ``sum_i w_i softmax_j(A_i)``
-    (M,) when ``row_weights`` is given, and ``softmax(A) @ values`` (N, k) when
-    ``values`` is given. ``anchors`` (N,) are per-row anchor columns for the row
-    log-sum-exp, updated in place (see :func:`_row_lse`).
-    """
-    lse = torch.empty(costs.rows, dtype=h.dtype, device=h.device)
-    mass = None if row_weights is None else torch.zeros_like(h)
-    projected = None
-    if values is not None:
-        projected = torch.empty(costs.rows, values.shape[1], dtype=h.dtype, device=h.device)
-    for start, stop in costs.ranges():
-        logits = torch.add(h, costs.block(start, stop), alpha=-1.0 / epsilon)
-        probabilities = torch.softmax(logits, dim=1)
-        lse[start:stop] = _row_lse(logits, probabilities, anchors, start)
-        if mass is not None:
-            mass.addmv_(probabilities.T, row_weights[start:stop])
-        if projected is not None:
-            torch.mm(probabilities, values, out=projected[start:stop])
-    return lse, mass, projected
-
-
-def _row_lse(logits: Tensor, probabilities: Tensor, anchors: Tensor | None, start: int) -> Tensor:
-    """Return ``lse_i = A_ij - log softmax(A_i)_j`` for an anchor column j of each row.
-
-    Any column whose softmax entry is well above underflow gives the exact lse. The
-    anchor of a row is the column that held its maximum at an earlier pass, so two
-    cheap gathers replace two full max passes. Rows whose anchor entry fell below
-    ANCHOR_FLOOR are re-anchored at their current maximum (``anchors`` is updated).
-    """
-    if anchors is None:
-        # The largest softmax entry is exp(max - lse), which lies in [1/M, 1].
-        return logits.amax(dim=1) - probabilities.amax(dim=1).log()
-    rows = logits.shape[0]
-    column = anchors[start : start + rows, None]
-    anchored = probabilities.gather(1, column)[:, 0]
-    lse = logits.gather(1, column)[:, 0] - anchored.log()
-    weak = torch.nonzero(anchored < ANCHOR_FLOOR).flatten()
-    if weak.numel() > 0:
-        top = probabilities[weak].argmax(dim=1, keepdim=True)
-        anchors[start + weak] = top[:, 0]
-        lse[weak] = (
-            logits[weak].gather(1, top)[:, 0] - probabilities[weak].gather(1, top)[:, 0].log()
-        )
-    return lse
-
-
-def _exact_column_lse(costs: _CostBlocks, index: Tensor, row_h: Tensor, epsilon: float) -> Tensor:
-    """Return ``logsumexp_i(row_h_i - C_ij / eps)`` for the columns ``index``."""
-    block = torch.add(row_h[:, None], costs.columns(index), alpha=-1.0 / epsilon)
-    return torch.logsumexp(block, dim=0)
 
 
 def _record(
@@ -285,7 +162,7 @@ def solve_cross(
     CrossPotentials
     """
     dtype, epsilon = settings.dtype, settings.epsilon
-    costs = _CostBlocks(x, y, dtype, settings.cache_bytes)
+    costs = CostBlocks(x, y, dtype, settings.cache_bytes)
     log_a = _log_weights(weights_x, x.shape[0], x, dtype)
     log_b = _log_weights(weights_y, y.shape[0], x, dtype)
     a, b = log_a.exp(), log_b.exp()
@@ -298,9 +175,9 @@ def solve_cross(
         # update contracts the error by tanh(1/2)^2 < 0.22 (Birkhoff-Hopf). The levels
         # from diameter^2 down to max C are therefore replaced by converging at the
         # first level below max C.
-        kept = [level for level in schedule[:-1] if level <= costs.max_cost]
-        hold = len(kept) < len(schedule) - 1
-        schedule = kept + schedule[-1:]
+        below_max_cost = [level for level in schedule[:-1] if level <= costs.max_cost]
+        hold = len(below_max_cost) < len(schedule) - 1
+        schedule = below_max_cost + schedule[-1:]
         levels = schedule + [epsilon] * (settings.final_iter - 1)
     else:
         g = init_g.to(dtype)
@@ -311,14 +188,12 @@ def solve_cross(
     first_final = len(schedule) - 1
     tiny = STARVED_FACTOR * torch.finfo(dtype).tiny
 
-    position, held, iterations = 0, 0, 0
+    position, start_iterations, iterations = 0, 0, 0
     anchors = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
     while True:
         level = levels[position]
         # f-update: f = softmin_eps(g); its plan's column mass drives the g-update.
-        lse, mass, _ = _softmax_pass(
-            costs, log_b + g / level, level, row_weights=a, anchors=anchors
-        )
+        lse, mass, _ = softmax_pass(costs, log_b + g / level, level, row_weights=a, anchors=anchors)
         f = -level * lse
         error = float((mass - b).abs().sum())
         iterations += 1
@@ -328,15 +203,20 @@ def solve_cross(
         g = g - level * (mass.clamp(min=tiny).log() - log_b)
         starved = torch.nonzero(mass < tiny).flatten()
         if starved.numel() > 0:
-            g[starved] = -level * _exact_column_lse(costs, starved, log_a + f / level, level)
-        if hold and position == 0 and held < settings.start_iter and error > settings.tol:
-            held += 1
+            g[starved] = -level * exact_column_lse(costs, starved, log_a + f / level, level)
+        if (
+            hold
+            and position == 0
+            and start_iterations < settings.start_iter
+            and error > settings.tol
+        ):
+            start_iterations += 1
         else:
             position += 1
 
     projection = None
     if project:
-        _, _, projection = _softmax_pass(costs, log_b + g / epsilon, epsilon, values=y.to(dtype))
+        _, _, projection = softmax_pass(costs, log_b + g / epsilon, epsilon, values=y.to(dtype))
     record = _record(purpose, settings, epsilon, iterations, error, client)
     return CrossPotentials(f=f, g=g, epsilon=epsilon, record=record, projection=projection)
 
@@ -374,19 +254,19 @@ def solve_symmetric(
     SymmetricPotential
     """
     dtype, epsilon = settings.dtype, settings.epsilon
-    costs = _CostBlocks(x, x, dtype, settings.cache_bytes)
+    costs = CostBlocks(x, x, dtype, settings.cache_bytes)
     log_a = _log_weights(weights, x.shape[0], x, dtype)
     a = log_a.exp()
     passes = 0
     # C_ii = 0, so each point's own column is a natural anchor for its row.
     anchors = torch.arange(x.shape[0], device=x.device)
     if init_f is None:
-        f = -epsilon * _softmax_pass(costs, log_a, epsilon, anchors=anchors)[0]
+        f = -epsilon * softmax_pass(costs, log_a, epsilon, anchors=anchors)[0]
         passes = 1
     else:
         f = init_f.to(dtype)
     while True:
-        softmin = -epsilon * _softmax_pass(costs, log_a + f / epsilon, epsilon, anchors=anchors)[0]
+        softmin = -epsilon * softmax_pass(costs, log_a + f / epsilon, epsilon, anchors=anchors)[0]
         passes += 1
         # Row sums of the plan are a_i exp((f_i - softmin_i) / eps); clamp keeps exp finite.
         ratio = ((f - softmin) / epsilon).clamp(max=50.0).exp()
@@ -398,7 +278,7 @@ def solve_symmetric(
     projection = None
     if project:
         values = x.to(dtype)
-        _, _, projection = _softmax_pass(costs, log_a + f / epsilon, epsilon, values=values)
+        _, _, projection = softmax_pass(costs, log_a + f / epsilon, epsilon, values=values)
     record = _record(purpose, settings, epsilon, passes, error, client)
     return SymmetricPotential(f=f, epsilon=epsilon, record=record, projection=projection)
 
@@ -412,10 +292,10 @@ def barycentric_projection(
     potential ``g`` on ``y`` (the plan of the soft c-transform of ``g``).
     """
     dtype = settings.dtype
-    costs = _CostBlocks(x, y, dtype, settings.cache_bytes)
+    costs = CostBlocks(x, y, dtype, settings.cache_bytes)
     log_b = _log_weights(weights_y, y.shape[0], x, dtype)
     h = log_b + g.to(dtype) / settings.epsilon
-    return _softmax_pass(costs, h, settings.epsilon, values=y.to(dtype))[2]
+    return softmax_pass(costs, h, settings.epsilon, values=y.to(dtype))[2]
 
 
 def debiased_potentials(
