@@ -38,9 +38,9 @@ class MetricValue(_Model):
     """A metric that may fail to compute: a finite value, or a status that says why not."""
 
     status: Literal["ok", "non_finite", "not_computed"]
-    """``ok`` with a finite value, or why there is no value."""
+    """'ok' with a finite value, or why there is no value."""
     value: float | None = None
-    """The metric's value when ``status`` is ``ok``."""
+    """The metric's value when 'status' is 'ok'."""
     detail: str | None = None
     """Why the value is missing, when it is."""
 
@@ -71,7 +71,7 @@ class TargetDistribution(_Model):
     """The global distribution the pipeline should stay close to."""
 
     source: str
-    """Where the target came from (``sklearn:digits``, ``gaussian`` or a file)."""
+    """Where the target came from ('sklearn:digits', 'gaussian' or a file)."""
     description: str
     """Human-readable summary of the target data."""
     samples: int
@@ -114,7 +114,7 @@ class CandidateGeneration(_Model):
     """How candidates were produced each round."""
 
     process: Literal["re-run", "replay"]
-    """``re-run``: this tool re-ran the loop; ``replay``: candidates logged by the pipeline."""
+    """'re-run': this tool re-ran the loop; 'replay': candidates logged by the pipeline."""
     generator: str
     """Generator kind (for a replay: as stated by the user)."""
     parameters: dict[str, float | int | str | None]
@@ -305,7 +305,7 @@ class DecayFit(_Model):
     """Power-law fit Tr(Sigma_t) ~ t^-psi over a window of rounds."""
 
     status: Literal["ok", "too_few_rounds", "non_positive"]
-    """``ok``, or why no exponent was fitted."""
+    """'ok', or why no exponent was fitted."""
     psi: float | None = None
     """Decay exponent; positive means the trace shrinks."""
     stderr: float | None = None
