@@ -99,3 +99,14 @@ def check_count(name: str, count: int, total: int) -> None:
     """Raise ValueError unless 0 <= count <= total."""
     if not 0 <= count <= total:
         raise ValueError(f"{name}: cannot keep {count} of {total} candidates")
+
+
+def client_reference(name: str, client: int, context: SelectionContext) -> Tensor:
+    """Return client ``client``'s reference, or raise ValueError naming the selector."""
+    count = len(context.references)
+    if not 0 <= client < count:
+        raise ValueError(
+            f"{name}: client {client} does not exist; there are {count} client references "
+            f"(0 to {count - 1})"
+        )
+    return context.references[client]

@@ -19,7 +19,12 @@ import torch
 from torch import Tensor
 
 from selbias_audit.selectors._finite import require_finite
-from selbias_audit.selectors.base import Selection, SelectionContext, check_count
+from selbias_audit.selectors.base import (
+    Selection,
+    SelectionContext,
+    check_count,
+    client_reference,
+)
 from selbias_audit.selectors.scheme1 import check_references
 from selbias_audit.spec import CovMatchSpec
 
@@ -48,12 +53,7 @@ class CovMatchSelector:
     def select(self, candidates: Tensor, count: int, context: SelectionContext) -> Selection:
         """Keep ``count`` candidates in pick order."""
         client = self.spec.client
-        if client >= len(context.references):
-            raise ValueError(
-                f"{self.name}: client {client} does not exist; there are "
-                f"{len(context.references)} client references"
-            )
-        reference = context.references[client]
+        reference = client_reference(self.name, client, context)
         check_count(self.name, count, candidates.shape[0])
         check_references(self.name, candidates, (reference,))
         if reference.shape[0] < 2:

@@ -11,7 +11,12 @@ from torch import Tensor
 
 from selbias_audit.selectors._conventions import COST_NAME, SinkhornSettings
 from selbias_audit.selectors._finite import require_finite, require_finite_inputs
-from selbias_audit.selectors.base import Selection, SelectionContext, check_count
+from selbias_audit.selectors.base import (
+    Selection,
+    SelectionContext,
+    check_count,
+    client_reference,
+)
 from selbias_audit.selectors.scheme1 import check_references
 from selbias_audit.selectors.scheme2 import lowest_scores
 from selbias_audit.selectors.sinkhorn import solve_symmetric
@@ -30,12 +35,7 @@ class LocalSinkhornSelector:
     def select(self, candidates: Tensor, count: int, context: SelectionContext) -> Selection:
         """Keep the ``count`` lowest-scoring candidates, lowest first, ties to the lower index."""
         client = self.spec.client
-        if client >= len(context.references):
-            raise ValueError(
-                f"{self.name}: client {client} does not exist; there are "
-                f"{len(context.references)} client references (0 to {len(context.references) - 1})"
-            )
-        reference = context.references[client]
+        reference = client_reference(self.name, client, context)
         check_count(self.name, count, candidates.shape[0])
         check_references(self.name, candidates, (reference,))
         require_finite_inputs(candidates, (), selector=self.name, round_index=context.round)

@@ -177,21 +177,9 @@ def render_theory_pdf(summary: dict[str, Any], svg: bytes) -> bytes:
     RunError
         When WeasyPrint is not importable or fails to lay out the page.
     """
-    try:
-        import weasyprint
-    except ImportError as error:
-        raise RunError(
-            f"cannot render the theory report because WeasyPrint is not importable: {error}",
-            hint="install WeasyPrint and its system libraries (Pango)",
-        ) from error
-    html = render_theory_html(summary, svg)
-    try:
-        return weasyprint.HTML(string=html, base_url=str(template_dir())).write_pdf()
-    # Any layout failure becomes a RunError (exit code 3) instead of a traceback.
-    except Exception as error:  # noqa: BLE001
-        raise RunError(
-            f"cannot render the theory report: {type(error).__name__}: {error}"
-        ) from error
+    from selbias_audit.render.pdf import html_to_pdf
+
+    return html_to_pdf(render_theory_html(summary, svg), "the theory report")
 
 
 def _format_number(value: float | int | None, digits: int = 3) -> str:
