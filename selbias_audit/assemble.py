@@ -123,7 +123,7 @@ def environment(setup: AuditSetup) -> Environment:
 
 
 def tool_revision() -> str:
-    """Return the git commit of this tool, or say that it was installed from a package."""
+    """Return the git commit of this tool, or a note that it was installed from a package."""
     not_checkout = "not a git checkout (installed from a package; see tool_version)"
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():

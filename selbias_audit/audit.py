@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -135,14 +135,8 @@ def fit_decay(rounds: list[RoundMetrics]) -> DecayFit:
 
 def solve_summaries(round_index: int, selection: Selection) -> list[SolveSummary]:
     """Copy a selection's solve records into the receipt's form."""
-    return [
-        SolveSummary(
-            round=round_index, purpose=s.purpose, client=s.client, backend=s.backend,
-            dtype=s.dtype, blur=s.blur, epsilon=s.epsilon, iterations=s.iterations,
-            converged=s.converged, marginal_error=s.marginal_error,
-        )
-        for s in selection.solves
-    ]
+    # SolveSummary is SolveRecord plus the round, field for field.
+    return [SolveSummary(round=round_index, **asdict(s)) for s in selection.solves]
 
 
 def run_selector(

@@ -111,7 +111,7 @@ class ExDirPartition(_Model):
 
 
 class SingleClassPartition(_Model):
-    """Every client holds one class; client k gets class ``labels[k]``."""
+    """One class per client: client k gets class ``labels[k]``."""
 
     rule: Literal["single_class"] = "single_class"
     labels: list[int] | None = None
@@ -204,7 +204,7 @@ class CenterMatchSpec(_SelectorBase):
 
     method: Literal["center_match"] = "center_match"
     client: Annotated[int, Field(ge=0)] = 0
-    """Client whose reference the verifier sees."""
+    """Client whose reference the verifier compares candidates with."""
 
 
 class LocalSinkhornSpec(_SelectorBase):
@@ -362,7 +362,7 @@ class LicenseSpec(_Model):
 
 
 class GovernanceSpec(_Model):
-    """Facts that only the user knows; missing ones are shown as missing in the receipt."""
+    """Facts that only the user can supply; the receipt marks missing ones as missing."""
 
     pooling_restriction: str | None = None
     """Why raw data cannot be pooled across silos."""

@@ -64,7 +64,7 @@ def test_pdf_shows_governance_title(rendered: dict[str, Any], name: str) -> None
 
 def test_pdf_marks_missing_fact(rendered: dict[str, Any]) -> None:
     text = rendered["text"]
-    section = text[text.index("Pooling restriction Why raw data") :][:200]
+    section = text[text.index("Pooling restriction Reason raw data") :][:200]
     assert "MISSING The user did not provide this fact" in section
     assert "pooling_restriction" in text[: text.index("1. Selectors compared")]
 

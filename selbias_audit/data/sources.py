@@ -155,5 +155,5 @@ def _check_labels(where: str, labels: np.ndarray, rows: int) -> np.ndarray:
             raise SpecError(f"{where}: y must hold integer class labels, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
     if labels.min() < 0:
-        raise SpecError(f"{where}: y holds a negative label {labels.min()}; use 0, 1, 2, ...")
+        raise SpecError(f"{where}: y contains a negative label {labels.min()}; use 0, 1, 2, ...")
     return labels

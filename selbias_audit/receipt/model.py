@@ -26,7 +26,7 @@ class _Model(BaseModel):
 
 
 class Provided(_Model):
-    """A fact only the user knows: its value, or an explicit note that it is missing."""
+    """A fact that only the user can supply: its value, or an explicit note that it is missing."""
 
     status: Literal["provided", "missing"]
     """Whether the user supplied the fact; a missing fact is shown in red in the PDF."""
@@ -35,14 +35,14 @@ class Provided(_Model):
 
 
 class MetricValue(_Model):
-    """A metric that may fail to compute: a finite value, or a status that says why not."""
+    """A metric that may fail to compute: a finite value, or a status that gives the reason."""
 
     status: Literal["ok", "non_finite", "not_computed"]
     """'ok' with a finite value, or why there is no value."""
     value: float | None = None
     """The metric's value when 'status' is 'ok'."""
     detail: str | None = None
-    """Why the value is missing, when it is."""
+    """Reason the value is missing, when it is."""
 
 
 class MetricDefinition(_Model):
@@ -51,7 +51,7 @@ class MetricDefinition(_Model):
     name: str
     """Metric name as used in the per-round records."""
     description: str
-    """How the metric is computed and how to read it."""
+    """Computation of the metric and how to read it."""
     higher_is_better: bool
     """Direction in which the metric improves."""
     lower_bound: float | None = None
@@ -71,7 +71,7 @@ class TargetDistribution(_Model):
     """The global distribution the pipeline should stay close to."""
 
     source: str
-    """Where the target came from ('sklearn:digits', 'gaussian' or a file)."""
+    """Source of the target ('sklearn:digits', 'gaussian' or a file)."""
     description: str
     """Human-readable summary of the target data."""
     samples: int
@@ -111,7 +111,7 @@ class NonIidSeverity(_Model):
 
 
 class CandidateGeneration(_Model):
-    """How candidates were produced each round."""
+    """Process that produced the candidates each round."""
 
     process: Literal["re-run", "replay"]
     """'re-run': this tool re-ran the loop; 'replay': candidates logged by the pipeline."""
@@ -120,7 +120,7 @@ class CandidateGeneration(_Model):
     parameters: dict[str, float | int | str | None]
     """Generator or log parameters."""
     paradigm: Literal["replace", "accumulate", "accumulate_subsample"] | None
-    """How the training pool is updated each round."""
+    """Rule that updates the training pool each round."""
     rounds: int
     """Number of rounds T."""
     initial_size: int | None
@@ -201,7 +201,7 @@ class FileDigest(_Model):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     """SHA-256 of the file's bytes, lowercase hex."""
     role: str
-    """What the file is to the audit."""
+    """Role of the file in the audit."""
 
 
 class Governance(_Model):
@@ -212,15 +212,15 @@ class Governance(_Model):
     local_references: list[ClientReference]
     """Each silo's local reference distribution."""
     pooling_restriction: Provided
-    """Why raw data cannot be pooled."""
+    """Reason raw data cannot be pooled."""
     candidate_generation: CandidateGeneration
-    """How candidates were produced each round."""
+    """Process that produced the candidates each round."""
     selection_budget: SelectionBudget
     """Samples kept per round over candidates per round."""
     scoring_metric: str
-    """What the audited selector scores candidates by."""
+    """Score the audited selector ranks candidates by."""
     verifier_scope: Literal["local", "collaborative", "none"]
-    """Whether the audited verifier sees one silo's reference or all of them."""
+    """Scope of the audited verifier: one silo's reference, all of them, or none."""
     partition_rule: str
     """How the target was cut into client references."""
     client_count: int

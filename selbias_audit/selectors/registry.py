@@ -38,7 +38,7 @@ CITATIONS = {
 
 
 def selector_scope(spec: Any) -> Scope:
-    """Return whether a selector sees one client's reference, all of them, or none."""
+    """Return which references a selector uses: one client's, all of them, or none."""
     if spec.method in ("scheme1", "scheme2"):
         return "collaborative"
     if spec.method in ("random", "kmeans"):
