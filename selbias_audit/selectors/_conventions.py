@@ -61,6 +61,12 @@ DEFAULT_CACHE_BYTES = 2 * 1024**3
 BLOCK_ELEMENTS = 1 << 20
 """Entries of the cost matrix processed per block (4 MiB in float32)."""
 
+DEFAULT_TRUNCATE_FROM = 8 * BLOCK_ELEMENTS
+"""Fewest cost-matrix entries for which truncated sweeps pay off. On the 2-core machine
+of benchmarks/README.md they made a 20000 x 2000 client solve 12 % faster and a
+2000 x 500 one 40 % slower, because a dense pass over a million entries costs about as
+much as the gathers and the kernel builds."""
+
 
 def epsilon_from_blur(blur: float, p: int = COST_EXPONENT) -> float:
     """Return the entropic regularisation ``epsilon = blur ** p``."""
@@ -153,6 +159,12 @@ class SinkhornSettings:
     """Floating type of the solve."""
     cache_bytes: int = DEFAULT_CACHE_BYTES
     """Largest cost matrix kept in memory between iterations."""
+    truncate: bool = True
+    """Let a cross solve sweep only the entries of a concentrated plan that rise above
+    rounding (see :mod:`selbias_audit.selectors._truncated`). The potentials agree with
+    full sweeps to rounding."""
+    truncate_from: int = DEFAULT_TRUNCATE_FROM
+    """Fewest cost-matrix entries for which a cross solve uses truncation."""
 
     @property
     def epsilon(self) -> float:
@@ -165,6 +177,8 @@ class SinkhornSettings:
             raise ValueError(f"scaling must be in (0, 1), got {self.scaling}")
         if self.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"Sinkhorn dtype must be float32 or float64, got {self.dtype}")
+        if self.truncate_from < 0:
+            raise ValueError(f"truncate_from must be at least 0, got {self.truncate_from}")
         for name in ("final_iter", "warm_iter", "start_iter", "symmetric_iter"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

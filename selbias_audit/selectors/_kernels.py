@@ -3,15 +3,22 @@
 One pass over ``A_ij = h_j - C_ij / eps`` gives, per block of rows, the row
 log-sum-exp, the column mass of the row-normalised plan and, when asked, the plan
 applied to a set of values. Memory is one cost matrix (or none, when it is larger than
-the cache budget) plus one block.
+the cache budget or the caller streams it) plus one block.
 """
 
 from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from selbias_audit.selectors._conventions import BLOCK_ELEMENTS, half_squared_distances
+from selbias_audit.selectors._parallel import map_blocks
+
+if TYPE_CHECKING:
+    from selbias_audit.selectors._truncated import KernelBuilder
 
 # Rows per GEMM when a cost matrix is built. A few hundred rows keep the output block in
 # cache. NOTE: an estimate from one noisy 2-core CPU, where 256 rows were up to twice as
@@ -21,6 +28,26 @@ BUILD_ROWS = 256
 # A softmax entry above this floor is a normal float in float32 and float64 with full
 # relative precision, so it recovers the row log-sum-exp exactly.
 ANCHOR_FLOOR = 1e-30
+
+# Above this share of rows with a weak anchor, a block re-anchors every row.
+REANCHOR_SHARE = 0.05
+
+# Below this share of non-negligible entries, a block of the plan is applied to values
+# through its non-zero entries instead of a dense product. At small blur the rows of a
+# self-problem's plan hold a handful of entries each.
+SPARSE_SHARE = 0.02
+
+
+def underflow_margin(dtype: torch.dtype) -> float:
+    """Return how far below a row's anchor logit an entry is raised to a floor.
+
+    exp of a logit more than ``-log(tiny)`` below the row maximum is subnormal, and
+    x86 cores compute subnormals tens of times slower than normal floats. Raising such
+    logits to ``anchor - margin`` keeps every exp normal. The raised entries carry
+    at most ``e^2 * tiny`` each. A column whose whole mass is that small counts as
+    starved in the solvers, which recompute its update exactly.
+    """
+    return -math.log(torch.finfo(dtype).tiny) - 2.0
 
 
 class CostBlocks:
@@ -34,6 +61,7 @@ class CostBlocks:
     """
 
     def __init__(self, x: Tensor, y: Tensor, dtype: torch.dtype, cache_bytes: int) -> None:
+        """Centre both clouds and build the cost matrix when it fits in ``cache_bytes``."""
         x64, y64 = x.to(torch.float64), y.to(torch.float64)
         count = x64.shape[0] + y64.shape[0]
         centre = (x64.sum(dim=0) + y64.sum(dim=0)) / count
@@ -43,19 +71,29 @@ class CostBlocks:
         self.rows, self.cols = x.shape[0], y.shape[0]
         self.rows_per_block = max(1, BLOCK_ELEMENTS // max(1, self.cols))
         self.dense: Tensor | None = None
-        self.max_cost: float
+        self._max_cost: float | None = None
         itemsize = torch.empty((), dtype=dtype).element_size()
         if self.rows * self.cols * itemsize <= cache_bytes:
             self.dense = torch.empty(self.rows, self.cols, dtype=dtype, device=x.device)
             for start in range(0, self.rows, BUILD_ROWS):
                 stop = min(start + BUILD_ROWS, self.rows)
                 half_squared_distances(self.x[start:stop], self.y, out=self.dense[start:stop])
-            self.max_cost = float(self.dense.max())
-        else:
-            # One extra sweep, so that streamed and cached solves follow the same schedule.
-            self.max_cost = max(
-                float(self.block(start, stop).max()) for start, stop in self.ranges()
-            )
+
+    @property
+    def max_cost(self) -> float:
+        """Largest entry of the cost matrix, computed on first use.
+
+        A streamed matrix pays one extra pass for it, so that streamed and cached solves
+        follow the same schedule.
+        """
+        if self._max_cost is None:
+            if self.dense is not None:
+                self._max_cost = float(self.dense.max())
+            else:
+                self._max_cost = max(
+                    float(self.block(start, stop).max()) for start, stop in self.ranges()
+                )
+        return self._max_cost
 
     def ranges(self) -> list[tuple[int, int]]:
         step = self.rows_per_block
@@ -81,28 +119,69 @@ def softmax_pass(
     row_weights: Tensor | None = None,
     values: Tensor | None = None,
     anchors: Tensor | None = None,
+    builder: KernelBuilder | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Sweep the rows of ``A_ij = h_j - C_ij / eps`` once.
 
     Returns the row log-sum-exp (N,), the column mass ``sum_i w_i softmax_j(A_i)``
     (M,) when ``row_weights`` is given, and ``softmax(A) @ values`` (N, k) when
     ``values`` is given. ``anchors`` (N,) are per-row anchor columns for the row
-    log-sum-exp, updated in place (see :func:`row_lse`).
+    log-sum-exp, updated in place (see :func:`row_lse`); with anchors, logits far
+    below a row's anchor are raised to a floor (see :func:`underflow_margin`).
+    ``builder`` collects the entries a truncated kernel keeps.
     """
     lse = torch.empty(costs.rows, dtype=h.dtype, device=h.device)
-    mass = None if row_weights is None else torch.zeros_like(h)
     projected = None
     if values is not None:
         projected = torch.empty(costs.rows, values.shape[1], dtype=h.dtype, device=h.device)
-    for start, stop in costs.ranges():
-        logits = torch.add(h, costs.block(start, stop), alpha=-1.0 / epsilon)
+    margin = underflow_margin(h.dtype)
+
+    def sweep_block(start: int, stop: int) -> Tensor | None:
+        block = costs.block(start, stop)
+        logits = torch.add(h, block, alpha=-1.0 / epsilon)
+        if anchors is not None:
+            floor = logits.gather(1, anchors[start:stop, None]).sub_(margin)
+            torch.maximum(logits, floor, out=logits)
         probabilities = torch.softmax(logits, dim=1)
         lse[start:stop] = row_lse(logits, probabilities, anchors, start)
-        if mass is not None:
-            mass.addmv_(probabilities.T, row_weights[start:stop])
+        if builder is not None:
+            builder.add(start, logits, block, lse[start:stop])
         if projected is not None:
-            torch.mm(probabilities, values, out=projected[start:stop])
+            apply_plan(probabilities, values, out=projected[start:stop])
+        if row_weights is None:
+            return None
+        return torch.mv(probabilities.T, row_weights[start:stop])
+
+    partial_masses = map_blocks(sweep_block, costs.ranges(), h.device)
+    mass = None
+    if row_weights is not None:
+        # Block order, not completion order, so the sum is the same on any core count.
+        mass = torch.zeros_like(h)
+        for partial in partial_masses:
+            assert partial is not None
+            mass += partial
     return lse, mass, projected
+
+
+def apply_plan(probabilities: Tensor, values: Tensor, *, out: Tensor) -> None:
+    """Write ``probabilities @ values`` to ``out``, skipping entries below ANCHOR_FLOOR.
+
+    A skipped entry moves a row of ``out`` by at most ``ANCHOR_FLOOR * max|values|``,
+    far below the rounding of either float type, so the sparse and dense products agree
+    to rounding.
+    """
+    # NOTE: index_add_ accumulates with atomics on CUDA, in no fixed order, so the GPU
+    # keeps the dense product and with it reproducible sums.
+    if probabilities.device.type != "cpu":
+        torch.mm(probabilities, values, out=out)
+        return
+    kept = probabilities >= ANCHOR_FLOOR
+    if int(kept.sum()) > SPARSE_SHARE * probabilities.numel():
+        torch.mm(probabilities, values, out=out)
+        return
+    rows, cols = kept.nonzero(as_tuple=True)
+    weighted = values[cols] * probabilities[rows, cols][:, None]
+    out.zero_().index_add_(0, rows, weighted)
 
 
 def row_lse(logits: Tensor, probabilities: Tensor, anchors: Tensor | None, start: int) -> Tensor:
@@ -121,6 +200,12 @@ def row_lse(logits: Tensor, probabilities: Tensor, anchors: Tensor | None, start
     anchored = probabilities.gather(1, column)[:, 0]
     lse = logits.gather(1, column)[:, 0] - anchored.log()
     weak = torch.nonzero(anchored < ANCHOR_FLOOR).flatten()
+    if weak.numel() > REANCHOR_SHARE * rows:
+        # While the blur shrinks, many rows' maxima move at once; one argmax pass over
+        # the block is then cheaper than copying out the weak rows.
+        top = probabilities.argmax(dim=1, keepdim=True)
+        anchors[start : start + rows] = top[:, 0]
+        return logits.gather(1, top)[:, 0] - probabilities.gather(1, top)[:, 0].log()
     if weak.numel() > 0:
         top = probabilities[weak].argmax(dim=1, keepdim=True)
         anchors[start + weak] = top[:, 0]

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from selbias_audit.selectors._conventions import COST_NAME, SinkhornSettings
 from selbias_audit.selectors._finite import require_finite, require_finite_inputs
+from selbias_audit.selectors._parallel import map_tasks
 from selbias_audit.selectors.base import Selection, SelectionContext, SolveRecord, check_count
 from selbias_audit.selectors.greedy import lazy_greedy
 from selbias_audit.selectors.sinkhorn import solve_symmetric
@@ -116,17 +117,23 @@ class Scheme1Selector:
             client=None,
         )
 
-        # Silos: each scores the candidates against its own reference only.
-        silo_scores = []
-        for client, reference in enumerate(references):
-            result = scheme1_scores(
+        # Silos: each scores the candidates against its own reference only. They run
+        # side by side, and the server reads their scores in client order.
+        results = map_tasks(
+            lambda client: scheme1_scores(
                 candidates,
-                reference,
+                references[client],
                 settings,
                 candidate_self_potential=self_term.f,
                 client=client,
                 proxy_t=self.spec.proxy_t,
-            )
+            ),
+            range(len(references)),
+            candidates.device,
+            entries=candidates.shape[0] * max(r.shape[0] for r in references),
+        )
+        silo_scores = []
+        for client, result in enumerate(results):
             require_finite(
                 result.scores,
                 "calibrated scores",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -31,10 +32,16 @@ from torch import Tensor
 
 from selbias_audit.selectors._conventions import COST_NAME, SinkhornSettings
 from selbias_audit.selectors._finite import require_finite, require_finite_inputs
+from selbias_audit.selectors._parallel import map_tasks
 from selbias_audit.selectors.base import Selection, SelectionContext, SolveRecord, check_count
 from selbias_audit.selectors.scheme1 import check_references, client_weights
 from selbias_audit.selectors.sinkhorn import SymmetricPotential, solve_cross, solve_symmetric
-from selbias_audit.silo import calibrated_gradient, reference_fingerprint, transport_support
+from selbias_audit.silo import (
+    SiloTransport,
+    calibrated_gradient,
+    reference_fingerprint,
+    transport_support,
+)
 from selbias_audit.spec import Scheme2Spec
 
 # A warm-started transport solve resumes the epsilon schedule at a blur of this factor
@@ -103,18 +110,29 @@ def estimate_barycenter(
     solves: list[SolveRecord] = []
     displacements: list[float] = []
     blur = warm_blur if warm_blur is not None else math.inf
+
+    def silo_step(client: int, *, support: Tensor, step: int, blur: float) -> SiloTransport:
+        return transport_support(
+            support,
+            references[client],
+            settings,
+            client=client,
+            step=step,
+            warm_start=warm[client],
+            warm_blur=blur,
+        )
+
     for step in range(1, max_iter + 1):
+        # Silos: each transports the shared support toward its own reference. They run
+        # side by side, and the server adds the transported supports in client order.
+        results = map_tasks(
+            partial(silo_step, support=support, step=step, blur=blur),
+            range(len(references)),
+            support.device,
+            entries=support.shape[0] * max(r.shape[0] for r in references),
+        )
         combined = torch.zeros_like(support)
-        for client, reference in enumerate(references):
-            result = transport_support(
-                support,
-                reference,
-                settings,
-                client=client,
-                step=step,
-                warm_start=warm[client],
-                warm_blur=blur,
-            )
+        for client, result in enumerate(results):
             check(result.transported, f"transported support at step {step}", client)
             combined += weights[client] * result.transported
             warm[client] = result.warm_start

@@ -15,7 +15,9 @@ shared point cloud once and reuse it against every reference.
 
 Each update is one sweep of :func:`selbias_audit.selectors._kernels.softmax_pass`: a
 fused softmax of ``h_j - C_ij / eps`` by blocks of rows gives the row log-sum-exp (the
-f-update) and the column mass of the plan (the g-update and the marginal error).
+f-update) and the column mass of the plan (the g-update and the marginal error). Once
+the plan of a cross problem concentrates, sweeps run over its truncated kernel instead
+(:mod:`selbias_audit.selectors._truncated`).
 
 References
 ----------
@@ -38,9 +40,11 @@ from selbias_audit.selectors._conventions import (
     epsilon_schedule,
 )
 from selbias_audit.selectors._kernels import CostBlocks, exact_column_lse, softmax_pass
+from selbias_audit.selectors._truncated import KernelBuilder, TruncatedKernel, starved_mass
 from selbias_audit.selectors.base import SolveRecord
 
 BACKEND = "torch log-domain sinkhorn (blocked softmax)"
+TRUNCATED_BACKEND = "torch log-domain sinkhorn (blocked softmax, truncated kernel)"
 
 # A column whose plan mass is below STARVED_FACTOR * finfo.tiny may have lost part of
 # that mass to underflow in the softmax. Its g-update is therefore redone in log domain.
@@ -64,6 +68,8 @@ class CrossPotentials:
     record: SolveRecord
     projection: Tensor | None = None
     """(N, d) barycentric projection ``sum_j pi_ij y_j / a_i`` when requested."""
+    truncated_sweeps: int = 0
+    """Sweeps that ran over a truncated kernel instead of every entry."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +104,11 @@ def _record(
     iterations: int,
     error: float,
     client: int | None,
+    backend: str = BACKEND,
 ) -> SolveRecord:
     return SolveRecord(
         purpose=purpose,
-        backend=BACKEND,
+        backend=backend,
         dtype=str(settings.dtype).removeprefix("torch."),
         blur=settings.blur,
         epsilon=epsilon,
@@ -137,7 +144,10 @@ def solve_cross(
     by up to ``settings.start_iter`` updates at the first level below it. A warm start
     from ``init_g`` resumes the schedule at blur ``init_blur`` and ends with
     ``settings.warm_iter`` updates at the final epsilon. Updates at the final epsilon
-    stop once the column marginal error is at most ``settings.tol``.
+    stop once the column marginal error is at most ``settings.tol``. With
+    ``settings.truncate``, a sweep whose plan rows hold few entries above rounding also
+    records those entries, and later sweeps visit only them for as long as the
+    truncation bound of :mod:`selbias_audit.selectors._truncated` holds.
 
     Parameters
     ----------
@@ -187,13 +197,30 @@ def solve_cross(
         levels = schedule + [epsilon] * (settings.warm_iter - 1)
     first_final = len(schedule) - 1
     tiny = STARVED_FACTOR * torch.finfo(dtype).tiny
+    truncated_starved = max(tiny, starved_mass(dtype))
+    truncate = settings.truncate and x.shape[0] * y.shape[0] >= settings.truncate_from
 
-    position, start_iterations, iterations = 0, 0, 0
+    position, start_iterations, iterations, truncated_sweeps = 0, 0, 0, 0
     anchors = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    kernel: TruncatedKernel | None = None
     while True:
         level = levels[position]
+        phi = g + level * log_b
         # f-update: f = softmin_eps(g); its plan's column mass drives the g-update.
-        lse, mass, _ = softmax_pass(costs, log_b + g / level, level, row_weights=a, anchors=anchors)
+        if kernel is not None and kernel.covers(phi, level):
+            lse, mass, kernel = kernel.sweep(phi, level, a)
+            starved_below = truncated_starved
+            truncated_sweeps += 1
+        else:
+            builder = None
+            if truncate:
+                builder = KernelBuilder(x.shape[0], y.shape[0], dtype, phi, level)
+            lse, mass, _ = softmax_pass(
+                costs, phi / level, level, row_weights=a, anchors=anchors, builder=builder
+            )
+            kernel = None if builder is None else builder.finish(anchors)
+            starved_below = tiny
+        assert mass is not None
         f = -level * lse
         error = float((mass - b).abs().sum())
         iterations += 1
@@ -201,7 +228,7 @@ def solve_cross(
             break
         # g-update: g <- g - eps log(mass / b), i.e. g = softmin_eps(f) in scaling form.
         g = g - level * (mass.clamp(min=tiny).log() - log_b)
-        starved = torch.nonzero(mass < tiny).flatten()
+        starved = torch.nonzero(mass < starved_below).flatten()
         if starved.numel() > 0:
             g[starved] = -level * exact_column_lse(costs, starved, log_a + f / level, level)
         if (
@@ -216,9 +243,22 @@ def solve_cross(
 
     projection = None
     if project:
-        _, _, projection = softmax_pass(costs, log_b + g / epsilon, epsilon, values=y.to(dtype))
-    record = _record(purpose, settings, epsilon, iterations, error, client)
-    return CrossPotentials(f=f, g=g, epsilon=epsilon, record=record, projection=projection)
+        values = y.to(dtype)
+        phi = g + epsilon * log_b
+        if kernel is not None and kernel.covers(phi, epsilon):
+            projection = kernel.apply(phi, epsilon, values)
+        else:
+            _, _, projection = softmax_pass(costs, phi / epsilon, epsilon, values=values)
+    backend = TRUNCATED_BACKEND if truncate else BACKEND
+    record = _record(purpose, settings, epsilon, iterations, error, client, backend)
+    return CrossPotentials(
+        f=f,
+        g=g,
+        epsilon=epsilon,
+        record=record,
+        projection=projection,
+        truncated_sweeps=truncated_sweeps,
+    )
 
 
 def solve_symmetric(
@@ -254,30 +294,43 @@ def solve_symmetric(
     SymmetricPotential
     """
     dtype, epsilon = settings.dtype, settings.epsilon
-    costs = CostBlocks(x, x, dtype, settings.cache_bytes)
+    # A warm start from a nearby support usually converges at its first pass, so the
+    # cost matrix is streamed: building and storing it would cost more than the pass.
+    cache_bytes = 0 if init_f is not None else settings.cache_bytes
+    costs = CostBlocks(x, x, dtype, cache_bytes)
     log_a = _log_weights(weights, x.shape[0], x, dtype)
     a = log_a.exp()
+    values = x.to(dtype) if project else None
     passes = 0
     # C_ii = 0, so each point's own column is a natural anchor for its row.
     anchors = torch.arange(x.shape[0], device=x.device)
+    projection = None
     if init_f is None:
         f = -epsilon * softmax_pass(costs, log_a, epsilon, anchors=anchors)[0]
         passes = 1
     else:
         f = init_f.to(dtype)
     while True:
-        softmin = -epsilon * softmax_pass(costs, log_a + f / epsilon, epsilon, anchors=anchors)[0]
+        # A warm pass also applies its plan to x: if it converges, that plan is the
+        # final one and no separate projection pass is needed.
+        lse, _, projected = softmax_pass(
+            costs,
+            log_a + f / epsilon,
+            epsilon,
+            anchors=anchors,
+            values=values if init_f is not None else None,
+        )
+        softmin = -epsilon * lse
         passes += 1
         # Row sums of the plan are a_i exp((f_i - softmin_i) / eps); clamp keeps exp finite.
         ratio = ((f - softmin) / epsilon).clamp(max=50.0).exp()
         error = float((a * (ratio - 1.0).abs()).sum())
         if error <= settings.tol or passes >= settings.symmetric_iter:
+            projection = projected
             break
         f = 0.5 * (f + softmin)
 
-    projection = None
-    if project:
-        values = x.to(dtype)
+    if project and projection is None:
         _, _, projection = softmax_pass(costs, log_a + f / epsilon, epsilon, values=values)
     record = _record(purpose, settings, epsilon, passes, error, client)
     return SymmetricPotential(f=f, epsilon=epsilon, record=record, projection=projection)
