@@ -51,10 +51,10 @@ METRICS = [
         "target mass of the tail; 1 keeps the tail intact, 0 means it is gone.",
     ),
     MetricDefinition(
-        name="trace_ratio", higher_is_better=True, lower_bound=0.0, upper_bound=None,
-        unit="ratio",
+        name="trace_ratio", higher_is_better=True, ideal=1.0, lower_bound=0.0,
+        upper_bound=None, unit="ratio",
         description="Covariance trace of the training pool over that of the target; values "
-        "far below 1 mean lost diversity.",
+        "far below 1 mean lost diversity, values above 1 a pool more spread than the target.",
     ),
     MetricDefinition(
         name="frechet_distance", higher_is_better=False, lower_bound=0.0, upper_bound=None,

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from selbias_audit import __version__
-from selbias_audit.errors import EXIT_INVALID_INPUT, EXIT_RUN_FAILED, SelbiasError
+from selbias_audit.errors import EXIT_INVALID_INPUT, EXIT_RUN_FAILED, SelbiasError, SpecError
 
 app = typer.Typer(
     name="selbias",
@@ -144,6 +144,16 @@ def verify(
     from selbias_audit.receipt.verify import verify_outputs
 
     _setup_logging(verbose)
+    if not envelope.exists():
+        # A path that names nothing is a usage error (exit 2). An output folder that
+        # lacks its envelope fails verification (exit 4) below.
+        _fail(
+            SpecError(
+                f"{envelope}: no such file or folder",
+                hint="pass the output folder of selbias audit or its receipt.intoto.dsse.json",
+            ),
+            verbose,
+        )
     if envelope.is_dir():
         envelope = envelope / "receipt.intoto.dsse.json"
     try:

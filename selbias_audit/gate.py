@@ -61,10 +61,13 @@ def _tail_check(spec: GateSpec, audited: SelectorRun, band: list[Band]) -> GateC
         f"tail retention of the audited selector must not fall below the random baseline's "
         f"mean minus a margin ({margin_text}) {which}"
     )
+    gated = "1 gated round" if len(rounds) == 1 else f"{len(rounds)} gated rounds"
     if failed:
-        detail = f"below random at {len(failed)} of {len(rounds)} rounds; worst {worst}"
+        detail = f"below random at {len(failed)} of {gated}; worst {worst}"
+    elif len(rounds) == 1:
+        detail = f"at or above random at the only gated round; closest {worst}"
     else:
-        detail = f"at or above random at all {len(rounds)} gated rounds; closest {worst}"
+        detail = f"at or above random at all {gated}; closest {worst}"
     return GateCheck(
         name="tail_retention_vs_random", passed=not failed, rule=rule, detail=detail,
         rounds_failed=failed,

@@ -287,7 +287,10 @@ def _metrics() -> list[dict[str, Any]]:
     return [
         define("tail_retention", "tail mass kept, each mode capped at its target share",
                True, 0.0, 1.0, "fraction of target tail mass"),
-        define("trace_ratio", "Tr(Sigma_pool) / Tr(Sigma_target)", True, 0.0, None, "ratio"),
+        {
+            **define("trace_ratio", "Tr(Sigma_pool) / Tr(Sigma_target)", True, 0.0, None, "ratio"),
+            "ideal": 1.0,
+        },
         define("frechet_distance", "Frechet distance of Gaussian fits", False, 0.0, None,
                "squared feature units"),
         define("sinkhorn_divergence", "debiased Sinkhorn divergence to the target", False, 0.0,

@@ -206,6 +206,12 @@ def test_verify_missing_envelope_exits_four(tmp_path: Path) -> None:
     assert result.exit_code == 4
 
 
+def test_verify_missing_path_exits_two(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["verify", str(tmp_path / "no-such-folder")])
+    assert result.exit_code == 2
+    assert "no such file or folder" in result.output
+
+
 def test_usage_error_exits_two() -> None:
     result = runner.invoke(app, ["audit"])
     assert result.exit_code == 2

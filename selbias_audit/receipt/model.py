@@ -53,7 +53,10 @@ class MetricDefinition(_Model):
     description: str
     """Computation of the metric and how to read it."""
     higher_is_better: bool
-    """Direction in which the metric improves."""
+    """Direction in which the metric improves. For a metric with an ideal value, the
+    direction on the side of the ideal where values usually fall."""
+    ideal: float | None = None
+    """Value at which the metric is best, when it has one (1 for a ratio to the target)."""
     lower_bound: float | None = None
     """Smallest possible value, if bounded."""
     upper_bound: float | None = None

@@ -51,7 +51,12 @@ def _metric_headers(receipt: Receipt) -> dict[str, dict[str, str]]:
         if definition is None:
             headers[name] = {"title": context.title_of(name), "unit": "", "direction": ""}
             continue
-        direction = "higher is better" if definition.higher_is_better else "lower is better"
+        if definition.ideal is not None:
+            direction = f"closest to {definition.ideal:g} is best"
+        elif definition.higher_is_better:
+            direction = "higher is better"
+        else:
+            direction = "lower is better"
         headers[name] = {
             "title": context.title_of(name),
             "unit": definition.unit,
