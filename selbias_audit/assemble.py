@@ -68,6 +68,36 @@ METRICS = [
         "(cost |x - y|^2 / 2), the quantity that bounds global risk.",
     ),
     MetricDefinition(
+        name="precision", higher_is_better=True, lower_bound=0.0, upper_bound=1.0,
+        unit="share of pool points",
+        description="Share of pool points inside some target ball; a target point's ball "
+        "reaches its 5th nearest target neighbour, boundary included.",
+    ),
+    MetricDefinition(
+        name="recall", higher_is_better=True, lower_bound=0.0, upper_bound=1.0,
+        unit="share of target points",
+        description="Share of target points inside some pool ball (5th nearest pool "
+        "neighbour); a lost mode leaves its target points outside.",
+    ),
+    MetricDefinition(
+        name="density", higher_is_better=True, ideal=1.0, lower_bound=0.0, upper_bound=None,
+        unit="balls per point / k",
+        description="Target balls around each pool point, averaged and divided by k = 5; "
+        "about 1 when the pool follows the target.",
+    ),
+    MetricDefinition(
+        name="coverage", higher_is_better=True, lower_bound=0.0, upper_bound=1.0,
+        unit="share of target points",
+        description="Share of target points whose own ball contains a pool point; tail "
+        "erosion lowers it.",
+    ),
+    MetricDefinition(
+        name="vendi_ratio", higher_is_better=True, ideal=1.0, lower_bound=0.0,
+        upper_bound=None, unit="ratio",
+        description="Vendi score (exponential of the eigenvalue entropy of the cosine "
+        "kernel) of the pool over that of the target.",
+    ),
+    MetricDefinition(
         name="psi", higher_is_better=False, lower_bound=None, upper_bound=None, unit="exponent",
         description="Decay exponent of the trace ratio, fitted as trace ~ t^-psi by least "
         "squares on log-log over the stated window.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +20,14 @@ from selbias_audit.loop import LoopStreams, RoundRecord, run_loop
 from selbias_audit.metrics.decay import MIN_FIT_POINTS, fit_decay_exponent
 from selbias_audit.metrics.distances import frechet_distance, sinkhorn_divergence
 from selbias_audit.metrics.diversity import trace_ratio
-from selbias_audit.receipt.model import DecayFit, RoundMetrics, SelectorRun, SolveSummary
+from selbias_audit.metrics.manifold import knn_radii, manifold_scores, subsample, vendi_score
+from selbias_audit.receipt.model import (
+    DecayFit,
+    MetricValue,
+    RoundMetrics,
+    SelectorRun,
+    SolveSummary,
+)
 from selbias_audit.selectors.base import Selection, SelectionContext
 from selbias_audit.selectors.registry import build_selector, selector_scope
 from selbias_audit.setup import AuditSetup
@@ -101,8 +109,6 @@ def round_metrics(
             pool.to(setup.device), setup.target.to(setup.device), blur=setup.spec.solver.metric_blur
         )
     else:
-        from selbias_audit.receipt.model import MetricValue
-
         divergence = MetricValue(status="not_computed", detail="solver.divergence_metric is off")
     return RoundMetrics(
         round=round_index,
@@ -110,10 +116,38 @@ def round_metrics(
         trace_ratio=trace_ratio(pool, setup.target_trace),
         frechet_distance=frechet_distance(pool, setup.target_mean, setup.target_cov),
         sinkhorn_divergence=divergence,
+        **sample_metrics(setup, pool),
         pool_size=int(pool.shape[0]),
         pool_mode_shares=[float(v) for v in pool_shares],
         selected_mode_shares=[float(v) for v in mode_shares(selected_modes, count)],
     )
+
+
+def sample_metrics(setup: AuditSetup, pool: Tensor) -> dict[str, MetricValue]:
+    """Return precision, recall, density, coverage and the Vendi ratio of the pool.
+
+    Sets above the manifold size limit are subsampled from a recorded seed stream.
+    """
+    names = ("precision", "recall", "density", "coverage", "vendi_ratio")
+    generator = setup.seeds.torch("metrics", "manifold subsample")
+    target = subsample(setup.target, generator)
+    sample = subsample(pool.detach().to("cpu", torch.float64), generator)
+    try:
+        # The target side is the same at every round and for every selector.
+        if "target_manifold" not in setup.extras:
+            setup.extras["target_manifold"] = (knn_radii(target), vendi_score(target))
+        target_radii, target_vendi = setup.extras["target_manifold"]
+        scores = manifold_scores(target, sample, target_radii=target_radii)
+        vendi = vendi_score(sample) / target_vendi
+    except ValueError as error:
+        return {name: MetricValue(status="not_computed", detail=str(error)) for name in names}
+    values = (scores.precision, scores.recall, scores.density, scores.coverage, vendi)
+    return {
+        name: MetricValue(status="ok", value=value)
+        if math.isfinite(value)
+        else MetricValue(status="non_finite", detail=f"{name} evaluated to {value}")
+        for name, value in zip(names, values, strict=True)
+    }
 
 
 def fit_decay(rounds: list[RoundMetrics]) -> DecayFit:

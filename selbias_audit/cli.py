@@ -65,7 +65,8 @@ def _fail(error: SelbiasError, verbose: int) -> NoReturn:
     if verbose >= 2:
         raise error
     stderr.print(f"[bold red]error:[/] {escape(error.diagnostics())}", soft_wrap=True)
-    if verbose == 0 and error.exit_code == EXIT_RUN_FAILED:
+    already_told = error.hint is not None and "-vv" in error.hint
+    if verbose == 0 and error.exit_code == EXIT_RUN_FAILED and not already_told:
         say("rerun with -v for more detail, -vv for the traceback")
     raise typer.Exit(error.exit_code)
 
@@ -154,6 +155,10 @@ def verify(
             ),
             verbose,
         )
+    if key is not None and not key.is_file():
+        _fail(SpecError(f"--key {key}: public key file not found"), verbose)
+    if inputs_root is not None and not inputs_root.is_dir():
+        _fail(SpecError(f"--inputs-root {inputs_root}: folder not found"), verbose)
     if envelope.is_dir():
         envelope = envelope / "receipt.intoto.dsse.json"
     try:

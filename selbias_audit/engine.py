@@ -23,7 +23,7 @@ from selbias_audit.audit import plan_runs, run_selector
 from selbias_audit.errors import EXIT_GATE_FAILED, EXIT_PASS, SpecError
 from selbias_audit.gate import evaluate_gate, random_band
 from selbias_audit.io import atomic_write_bytes
-from selbias_audit.receipt.model import FileDigest, Receipt, SelectorRun, Seeds
+from selbias_audit.receipt.model import FileDigest, MetricValue, Receipt, SelectorRun, Seeds
 from selbias_audit.setup import AuditSetup, prepare
 from selbias_audit.spec import RunSpec, load_spec, sha256_hex
 
@@ -44,22 +44,28 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _csv_value(metric: MetricValue | None) -> str:
+    """Return a metric's value for rounds.csv, empty when it has none."""
+    return "" if metric is None or metric.value is None else f"{metric.value:.6g}"
+
+
 def rounds_csv(runs: list[SelectorRun]) -> bytes:
     """Return a CSV of every selector run's per-round metrics."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    sample_names = ("precision", "recall", "density", "coverage", "vendi_ratio")
     writer.writerow([
         "selector", "role", "seed", "round", "tail_retention", "trace_ratio",
-        "frechet_distance", "sinkhorn_divergence", "pool_size",
+        "frechet_distance", "sinkhorn_divergence", *sample_names, "pool_size",
     ])
     for run in runs:
         for r in run.rounds:
             writer.writerow([
                 run.label, run.role, run.seed, r.round, f"{r.tail_retention:.6g}",
                 f"{r.trace_ratio:.6g}",
-                "" if r.frechet_distance.value is None else f"{r.frechet_distance.value:.6g}",
-                "" if r.sinkhorn_divergence.value is None
-                else f"{r.sinkhorn_divergence.value:.6g}",
+                _csv_value(r.frechet_distance),
+                _csv_value(r.sinkhorn_divergence),
+                *(_csv_value(getattr(r, name)) for name in sample_names),
                 r.pool_size,
             ])
     return buffer.getvalue().encode("utf-8")

@@ -188,6 +188,12 @@ class LoopSpec(_Model):
 # --------------------------------------------------------------------------------------------
 
 
+# Entropic blur in standardised feature units. Below 1e-3 (epsilon 1e-6) a float32 solve
+# rounds C / eps to whole units and its potentials are noise; above 1e3 every plan is
+# the product of the marginals. Both ends make the annealing schedule overflow or vanish.
+Blur = Annotated[float, Field(ge=1e-3, le=1e3)]
+
+
 class _SelectorBase(_Model):
     label: str | None = None
     """Display name in the receipt; defaults to a name built from the method and options."""
@@ -212,7 +218,7 @@ class LocalSinkhornSpec(_SelectorBase):
 
     method: Literal["local_sinkhorn"] = "local_sinkhorn"
     client: Annotated[int, Field(ge=0)] = 0
-    blur: Annotated[float, Field(gt=0)] = 0.05
+    blur: Blur = 0.05
     scaling: Annotated[float, Field(gt=0, lt=1)] = 0.9
 
 
@@ -235,7 +241,7 @@ class Scheme1Spec(_SelectorBase):
     """Collaborative scoring: per-client Sinkhorn potentials plus submodular greedy."""
 
     method: Literal["scheme1"] = "scheme1"
-    blur: Annotated[float, Field(gt=0)] = 0.05
+    blur: Blur = 0.05
     """Entropic blur sigma in standardised feature units; epsilon = blur ** 2."""
     scaling: Annotated[float, Field(gt=0, lt=1)] = 0.9
     """Epsilon-annealing factor of the Sinkhorn solver."""
@@ -249,7 +255,7 @@ class Scheme2Spec(_SelectorBase):
     """Collaborative free-support Wasserstein barycenter as the reference."""
 
     method: Literal["scheme2"] = "scheme2"
-    blur: Annotated[float, Field(gt=0)] = 0.05
+    blur: Blur = 0.05
     scaling: Annotated[float, Field(gt=0, lt=1)] = 0.9
     weights: Literal["uniform", "size"] = "uniform"
     projection: Literal["debiased", "barycentric"] = "debiased"
@@ -430,7 +436,7 @@ class SolverSpec(_Model):
     """Floating type of the Sinkhorn solves (float32 is checked against float64 in the tests)."""
     divergence_metric: bool = True
     """Compute the debiased Sinkhorn divergence of each pool to the target every round."""
-    metric_blur: Annotated[float, Field(gt=0)] = 0.5
+    metric_blur: Blur = 0.5
     """Blur of the divergence metric, in standardised feature units."""
 
 

@@ -44,6 +44,11 @@ def _rounds(pool_shares: list[list[float]], trace: list[float], frechet: list[An
                 "trace_ratio": trace[index],
                 "frechet_distance": fid if isinstance(fid, dict) else _metric(fid),
                 "sinkhorn_divergence": _metric(round(0.4 * trace[-1] + 0.05 * index, 4)),
+                "precision": _metric(round(0.9 - 0.01 * index, 4)),
+                "recall": _metric(round(0.8 * trace[index], 4)),
+                "density": _metric(round(1.1 - 0.02 * index, 4)),
+                "coverage": _metric(round(0.85 * trace[index], 4)),
+                "vendi_ratio": _metric(round(trace[index] ** 0.5, 4)),
                 "pool_size": 200 + 50 * (index + 1),
                 "pool_mode_shares": shares,
                 "selected_mode_shares": shares,
@@ -295,6 +300,13 @@ def _metrics() -> list[dict[str, Any]]:
                "squared feature units"),
         define("sinkhorn_divergence", "debiased Sinkhorn divergence to the target", False, 0.0,
                None, "squared feature units"),
+        define("precision", "pool points inside target balls", True, 0.0, 1.0, "share"),
+        define("recall", "target points inside pool balls", True, 0.0, 1.0, "share"),
+        {**define("density", "target balls per pool point / k", True, 0.0, None, "ratio"),
+         "ideal": 1.0},
+        define("coverage", "target balls holding a pool point", True, 0.0, 1.0, "share"),
+        {**define("vendi_ratio", "Vendi score over the target's", True, 0.0, None, "ratio"),
+         "ideal": 1.0},
     ]
 
 

@@ -206,6 +206,20 @@ def test_verify_missing_envelope_exits_four(tmp_path: Path) -> None:
     assert result.exit_code == 4
 
 
+def test_verify_missing_key_or_root_exits_two(failing_audit, tmp_path: Path) -> None:
+    folder, _, _ = failing_audit
+    missing_key = runner.invoke(
+        app, ["verify", str(folder / "out"), "--key", str(tmp_path / "nope.pem")]
+    )
+    assert missing_key.exit_code == 2
+    assert "public key file not found" in missing_key.output
+    missing_root = runner.invoke(
+        app, ["verify", str(folder / "out"), "--inputs-root", str(tmp_path / "nothere")]
+    )
+    assert missing_root.exit_code == 2
+    assert "folder not found" in missing_root.output
+
+
 def test_verify_missing_path_exits_two(tmp_path: Path) -> None:
     result = runner.invoke(app, ["verify", str(tmp_path / "no-such-folder")])
     assert result.exit_code == 2

@@ -102,3 +102,22 @@ def test_gate_rounds_beyond_loop_rejected(write_run) -> None:
     path = write_run(gate={"rounds": [5]})
     with pytest.raises(SpecError, match=r"gate\.rounds \[5\] exceed loop\.rounds = 3"):
         load_spec(path)
+
+
+@pytest.mark.parametrize("blur", [1e-30, 1e-4, 2e3, 1e200])
+def test_blur_out_of_range_rejected(write_run, blur: float) -> None:
+    path = write_run(
+        selection={
+            "audited": {"method": "center_match", "client": 0},
+            "compare": [{"method": "scheme2", "blur": blur}],
+        }
+    )
+    with pytest.raises(SpecError, match=r"blur") as info:
+        load_spec(path)
+    assert str(path) in info.value.message
+
+
+def test_metric_blur_out_of_range_rejected(write_run) -> None:
+    path = write_run(solver={"metric_blur": 1e200})
+    with pytest.raises(SpecError, match=r"solver\.metric_blur"):
+        load_spec(path)

@@ -296,6 +296,16 @@ class RoundMetrics(_Model):
     """Frechet distance between Gaussian fits of pool and target."""
     sinkhorn_divergence: MetricValue
     """Debiased Sinkhorn divergence between pool and target."""
+    precision: MetricValue | None = None
+    """Share of pool points inside the target's k-nearest-neighbour balls."""
+    recall: MetricValue | None = None
+    """Share of target points inside the pool's k-nearest-neighbour balls."""
+    density: MetricValue | None = None
+    """Target balls around each pool point, averaged and divided by k."""
+    coverage: MetricValue | None = None
+    """Share of target points whose own ball contains a pool point."""
+    vendi_ratio: MetricValue | None = None
+    """Vendi score of the pool over that of the target, cosine kernel."""
     pool_size: int
     """Samples in the training pool after the round."""
     pool_mode_shares: list[Share]

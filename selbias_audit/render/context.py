@@ -113,6 +113,27 @@ def comparison_rows(receipt: Receipt) -> list[dict[str, str]]:
     return rows
 
 
+SAMPLE_METRICS = ("precision", "recall", "density", "coverage", "vendi_ratio")
+"""Sample-level metrics of the second comparison table, in column order."""
+
+
+def sample_metric_rows(receipt: Receipt) -> list[dict[str, str]]:
+    """Return one row per selector series with its final-round sample-level metrics.
+
+    Receipts written before these metrics existed show "not computed".
+    """
+    rows = []
+    for group in selector_groups(receipt):
+        finals = [run.rounds[-1] for run in group.runs if run.rounds]
+        row = {"label": group.label, "role": group.role, "color": group.color}
+        for name in SAMPLE_METRICS:
+            values = [getattr(item, name) for item in finals]
+            present = [value for value in values if value is not None]
+            row[name] = _metric_cell(present) if present else "not computed"
+        rows.append(row)
+    return rows
+
+
 def solver_health_rows(runs: Sequence[SelectorRun]) -> list[dict[str, str | bool]]:
     """Aggregate the OT solves by selector run and purpose."""
     rows: list[dict[str, str | bool]] = []

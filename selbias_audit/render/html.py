@@ -9,6 +9,7 @@ self-contained file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -44,9 +45,14 @@ def _environment() -> Environment:
 
 def _metric_headers(receipt: Receipt) -> dict[str, dict[str, str]]:
     """Return the column header, unit and direction of each comparison-table metric."""
+    return _headers(receipt, _TABLE_METRICS)
+
+
+def _headers(receipt: Receipt, names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Return the column header, unit and direction of each named metric."""
     definitions = {definition.name: definition for definition in receipt.metrics}
     headers = {}
-    for name in _TABLE_METRICS:
+    for name in names:
         definition = definitions.get(name)
         if definition is None:
             headers[name] = {"title": context.title_of(name), "unit": "", "direction": ""}
@@ -117,6 +123,8 @@ def build_context(receipt: Receipt) -> dict[str, Any]:
         f"(ratio {budget.ratio:.3g})",
         "metric_headers": _metric_headers(receipt),
         "comparison": context.comparison_rows(receipt),
+        "sample_metrics": context.sample_metric_rows(receipt),
+        "sample_headers": _headers(receipt, context.SAMPLE_METRICS),
         "plots": plots,
         "governance": context.governance_entries(receipt),
         "missing_facts": context.missing_facts(receipt),
