@@ -187,10 +187,14 @@ def prepare(spec: RunSpec, spec_path: Path) -> AuditSetup:
     target_shares = mode_shares(target_modes, count)
 
     rows = target.shape[0]
-    parts = partition(
-        data.labels, rows, spec.references.clients, spec.references.partition,
-        seeds.numpy("partition"),
-    )
+    try:
+        parts = partition(
+            data.labels, rows, spec.references.clients, spec.references.partition,
+            seeds.numpy("partition"),
+        )
+    except SpecError as error:
+        # The partition rule knows the field, not the file it came from.
+        raise SpecError(f"{spec_path}: {error.message}", hint=error.hint) from None
     parts = limit_size(parts, spec.references.per_client, seeds.numpy("reference-size"))
     references = tuple(target[idx] for idx in parts)
     reference_labels = None if target_labels is None else tuple(target_labels[i] for i in parts)

@@ -194,7 +194,8 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise SpecError(
-            f"private key file {path} contains a {type(key).__name__}, not an Ed25519 key",
+            f"private key file {path} contains a key of type {type(key).__name__}, "
+            "not an Ed25519 key",
             hint="receipts are signed with Ed25519 only",
         )
     mode = stat.S_IMODE(Path(path).stat().st_mode)
@@ -222,7 +223,8 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
         ) from None
     if not isinstance(key, Ed25519PublicKey):
         raise SpecError(
-            f"public key file {path} contains a {type(key).__name__}, not an Ed25519 key",
+            f"public key file {path} contains a key of type {type(key).__name__}, "
+            "not an Ed25519 key",
         )
     return key
 
