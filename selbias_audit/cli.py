@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.markup import escape
 
 from selbias_audit import __version__
 from selbias_audit.errors import EXIT_INVALID_INPUT, EXIT_RUN_FAILED, SelbiasError, SpecError
+
+if TYPE_CHECKING:
+    from selbias_audit.receipt.model import Receipt
 
 app = typer.Typer(
     name="selbias",
@@ -121,10 +124,24 @@ def audit(
         status = "[green]PASS[/]" if check.passed else "[bold red]FAIL[/]"
         stderr.print(f"{status} {escape(check.name)}: {escape(check.detail)}", soft_wrap=True)
     say(result.receipt.verdict.summary)
+    _report_unconverged(result.receipt)
     for path in result.files:
         say(f"wrote {path.resolve()}")
     say(f"finished in {time.perf_counter() - start:.1f} s")
     raise typer.Exit(result.exit_code)
+
+
+def _report_unconverged(receipt: Receipt) -> None:
+    """Print one line per selector whose OT solves missed the marginal tolerance."""
+    for run in receipt.runs:
+        missed = [solve for solve in run.solves if not solve.converged]
+        if not missed:
+            continue
+        worst = max(solve.marginal_error for solve in missed)
+        say(
+            f"note: {len(missed)} of {len(run.solves)} OT solves of {run.label} ended above "
+            f"the marginal tolerance (largest error {worst:.3g}); see Solver health in the PDF"
+        )
 
 
 @app.command()
