@@ -68,8 +68,8 @@ def _fail(error: SelbiasError, verbose: int) -> NoReturn:
     if verbose >= 2:
         raise error
     stderr.print(f"[bold red]error:[/] {escape(error.diagnostics())}", soft_wrap=True)
-    already_told = error.hint is not None and "-vv" in error.hint
-    if verbose == 0 and error.exit_code == EXIT_RUN_FAILED and not already_told:
+    hint_has_traceback_tip = error.hint is not None and "-vv" in error.hint
+    if verbose == 0 and error.exit_code == EXIT_RUN_FAILED and not hint_has_traceback_tip:
         say("rerun with -v for more detail, -vv for the traceback")
     raise typer.Exit(error.exit_code)
 
