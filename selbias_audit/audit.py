@@ -22,6 +22,7 @@ from selbias_audit.metrics.distances import frechet_distance, sinkhorn_divergenc
 from selbias_audit.metrics.diversity import trace_ratio
 from selbias_audit.metrics.manifold import knn_radii, manifold_scores, subsample, vendi_score
 from selbias_audit.receipt.model import (
+    SAMPLE_METRICS,
     DecayFit,
     MetricValue,
     RoundMetrics,
@@ -128,7 +129,6 @@ def sample_metrics(setup: AuditSetup, pool: Tensor) -> dict[str, MetricValue]:
 
     Sets above the manifold size limit are subsampled from a recorded seed stream.
     """
-    names = ("precision", "recall", "density", "coverage", "vendi_ratio")
     generator = setup.seeds.torch("metrics", "manifold subsample")
     target = subsample(setup.target, generator)
     sample = subsample(pool.detach().to("cpu", torch.float64), generator)
@@ -140,13 +140,15 @@ def sample_metrics(setup: AuditSetup, pool: Tensor) -> dict[str, MetricValue]:
         scores = manifold_scores(target, sample, target_radii=target_radii)
         vendi = vendi_score(sample) / target_vendi
     except ValueError as error:
-        return {name: MetricValue(status="not_computed", detail=str(error)) for name in names}
+        return {
+            name: MetricValue(status="not_computed", detail=str(error)) for name in SAMPLE_METRICS
+        }
     values = (scores.precision, scores.recall, scores.density, scores.coverage, vendi)
     return {
         name: MetricValue(status="ok", value=value)
         if math.isfinite(value)
         else MetricValue(status="non_finite", detail=f"{name} evaluated to {value}")
-        for name, value in zip(names, values, strict=True)
+        for name, value in zip(SAMPLE_METRICS, values, strict=True)
     }
 
 

@@ -23,7 +23,14 @@ from selbias_audit.audit import plan_runs, run_selector
 from selbias_audit.errors import EXIT_GATE_FAILED, EXIT_PASS, SpecError
 from selbias_audit.gate import evaluate_gate, random_band
 from selbias_audit.io import atomic_write_bytes
-from selbias_audit.receipt.model import FileDigest, MetricValue, Receipt, SelectorRun, Seeds
+from selbias_audit.receipt.model import (
+    SAMPLE_METRICS,
+    FileDigest,
+    MetricValue,
+    Receipt,
+    SelectorRun,
+    Seeds,
+)
 from selbias_audit.setup import AuditSetup, prepare
 from selbias_audit.spec import RunSpec, load_spec, sha256_hex
 
@@ -53,10 +60,9 @@ def rounds_csv(runs: list[SelectorRun]) -> bytes:
     """Return a CSV of every selector run's per-round metrics."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    sample_names = ("precision", "recall", "density", "coverage", "vendi_ratio")
     writer.writerow([
         "selector", "role", "seed", "round", "tail_retention", "trace_ratio",
-        "frechet_distance", "sinkhorn_divergence", *sample_names, "pool_size",
+        "frechet_distance", "sinkhorn_divergence", *SAMPLE_METRICS, "pool_size",
     ])
     for run in runs:
         for r in run.rounds:
@@ -65,7 +71,7 @@ def rounds_csv(runs: list[SelectorRun]) -> bytes:
                 f"{r.trace_ratio:.6g}",
                 _csv_value(r.frechet_distance),
                 _csv_value(r.sinkhorn_divergence),
-                *(_csv_value(getattr(r, name)) for name in sample_names),
+                *(_csv_value(getattr(r, name)) for name in SAMPLE_METRICS),
                 r.pool_size,
             ])
     return buffer.getvalue().encode("utf-8")

@@ -193,7 +193,7 @@ def prepare(spec: RunSpec, spec_path: Path) -> AuditSetup:
             seeds.numpy("partition"),
         )
     except SpecError as error:
-        # The partition rule knows the field, not the file it came from.
+        # The partition rule names the field but not the file it came from.
         raise SpecError(f"{spec_path}: {error.message}", hint=error.hint) from None
     parts = limit_size(parts, spec.references.per_client, seeds.numpy("reference-size"))
     references = tuple(target[idx] for idx in parts)

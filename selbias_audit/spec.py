@@ -189,8 +189,8 @@ class LoopSpec(_Model):
 
 
 # Entropic blur in standardised feature units. Below 1e-3 (epsilon 1e-6) a float32 solve
-# rounds C / eps to whole units and its potentials are noise; above 1e3 every plan is
-# the product of the marginals. Both ends make the annealing schedule overflow or vanish.
+# rounds C / eps to whole units, so its potentials are noise. Above 1e3 every plan is the
+# product of the marginals. Both ends make the annealing schedule overflow or vanish.
 Blur = Annotated[float, Field(ge=1e-3, le=1e3)]
 
 

@@ -70,5 +70,5 @@ def test_solves_are_identical_on_one_and_two_cores(restore_threads: None) -> Non
         cross = solve_cross(x, y, settings, purpose="test", project=True)
         self_term = solve_symmetric(y, settings, purpose="test", project=True)
         results[threads] = (cross.f, cross.g, cross.projection, self_term.f)
-    for one, two in zip(results[1], results[2], strict=True):
-        assert torch.equal(one, two)
+    for single_core, two_cores in zip(results[1], results[2], strict=True):
+        assert torch.equal(single_core, two_cores)

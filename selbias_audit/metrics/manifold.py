@@ -15,7 +15,7 @@ points do not score zero.
 
 The Vendi score is the exponential of the Shannon entropy of the eigenvalues of
 ``K / n``. With the cosine kernel ``K = X X^T`` on row-normalised features, those
-eigenvalues are the ones of the d x d matrix ``X^T X / n``, so the score costs O(n d^2);
+eigenvalues are the ones of the d x d matrix ``X^T X / n``, so the score costs O(n d^2).
 ``vendi_score.vendi.score_dual`` (version 0.0.3) computes the same. The audit reports
 the pool's score over the target's.
 """

@@ -283,6 +283,10 @@ class Modes(_Model):
     """The rule that chose the tail set."""
 
 
+SAMPLE_METRICS = ("precision", "recall", "density", "coverage", "vendi_ratio")
+"""Names of the sample-level metric fields of RoundMetrics, in reporting order."""
+
+
 class RoundMetrics(_Model):
     """Metrics of one selector run at one round."""
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from selbias_audit.receipt.model import (
+    SAMPLE_METRICS,
     DecayFit,
     Governance,
     MetricValue,
@@ -111,10 +112,6 @@ def comparison_rows(receipt: Receipt) -> list[dict[str, str]]:
             }
         )
     return rows
-
-
-SAMPLE_METRICS = ("precision", "recall", "density", "coverage", "vendi_ratio")
-"""Sample-level metrics of the second comparison table, in column order."""
 
 
 def sample_metric_rows(receipt: Receipt) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from selbias_audit.receipt.envelope import ENVELOPE_NAME, PAYLOAD_TYPE, SIGNATURE_ALGORITHM
-from selbias_audit.receipt.model import PREDICATE_TYPE, Receipt
+from selbias_audit.receipt.model import PREDICATE_TYPE, SAMPLE_METRICS, Receipt
 from selbias_audit.render import context
 from selbias_audit.render.plots import all_plots
 from selbias_audit.resources import template_dir
@@ -124,7 +124,7 @@ def build_context(receipt: Receipt) -> dict[str, Any]:
         "metric_headers": _metric_headers(receipt),
         "comparison": context.comparison_rows(receipt),
         "sample_metrics": context.sample_metric_rows(receipt),
-        "sample_headers": _headers(receipt, context.SAMPLE_METRICS),
+        "sample_headers": _headers(receipt, SAMPLE_METRICS),
         "plots": plots,
         "governance": context.governance_entries(receipt),
         "missing_facts": context.missing_facts(receipt),

@@ -62,7 +62,7 @@ BLOCK_ELEMENTS = 1 << 20
 """Entries of the cost matrix processed per block (4 MiB in float32)."""
 
 DEFAULT_TRUNCATE_FROM = 8 * BLOCK_ELEMENTS
-"""Fewest cost-matrix entries for which truncated sweeps pay off. On the 2-core machine
+"""Minimum cost-matrix entries for truncated sweeps to pay off. On the 2-core machine
 of benchmarks/README.md they made a 20000 x 2000 client solve 12 % faster and a
 2000 x 500 one 40 % slower, because a dense pass over a million entries costs about as
 much as the gathers and the kernel builds."""
@@ -164,7 +164,7 @@ class SinkhornSettings:
     rounding (see :mod:`selbias_audit.selectors._truncated`). The potentials agree with
     full sweeps to rounding."""
     truncate_from: int = DEFAULT_TRUNCATE_FROM
-    """Fewest cost-matrix entries for which a cross solve uses truncation."""
+    """Minimum cost-matrix entries for a cross solve to use truncation."""
 
     @property
     def epsilon(self) -> float:

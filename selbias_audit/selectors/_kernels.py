@@ -175,11 +175,11 @@ def apply_plan(probabilities: Tensor, values: Tensor, *, out: Tensor) -> None:
     if probabilities.device.type != "cpu":
         torch.mm(probabilities, values, out=out)
         return
-    kept = probabilities >= ANCHOR_FLOOR
-    if int(kept.sum()) > SPARSE_SHARE * probabilities.numel():
+    significant = probabilities >= ANCHOR_FLOOR
+    if int(significant.sum()) > SPARSE_SHARE * probabilities.numel():
         torch.mm(probabilities, values, out=out)
         return
-    rows, cols = kept.nonzero(as_tuple=True)
+    rows, cols = significant.nonzero(as_tuple=True)
     weighted = values[cols] * probabilities[rows, cols][:, None]
     out.zero_().index_add_(0, rows, weighted)
 

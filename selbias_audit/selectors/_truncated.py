@@ -9,11 +9,11 @@ Every dropped entry then satisfies
 
     phi_b_j - C_ij < m_i - reach,    reach = (keep - log M) * eps_b,
 
-where ``m_i`` is the row maximum of ``phi_b_j - C_ij``. At a later level
-``eps <= eps_b`` with potential ``phi`` and drift ``Delta = max_j |phi_j - phi_b_j|``,
-a dropped entry lies more than ``(reach - 2 Delta) / eps`` below its row maximum in
-logit units, because the entry rose by at most ``Delta`` and the row maximum fell by
-at most ``Delta``. A truncated sweep is used only while that bound is at least
+where ``m_i`` is the row maximum of ``phi_b_j - C_ij``. Take a later level
+``eps <= eps_b`` with potential ``phi`` and drift ``Delta = max_j |phi_j - phi_b_j|``.
+A dropped entry rose by at most ``Delta`` and the row maximum fell by at most
+``Delta``, so the entry lies more than ``(reach - 2 Delta) / eps`` below its row
+maximum in logit units. A truncated sweep is used only while that bound is at least
 ``safe_logit_gap(dtype)``. Otherwise the solver runs a dense pass again. The dropped
 entries then move a row's log-sum-exp and a column's mass by less than the rounding of
 the solve dtype, except in columns whose whole mass is tiny, which the solver treats as
@@ -79,6 +79,26 @@ class Bound:
     phi: Tensor
     reach: float
 
+    @classmethod
+    def after_keeping(cls, phi: Tensor, keep: float, columns: int, epsilon: float) -> Bound:
+        """Return the bound of keeping entries within ``keep`` (logits) of their row's
+        log-sum-exp over ``columns`` columns at ``epsilon``.
+
+        The log-sum-exp exceeds the row maximum by at most ``log(columns)``, so a dropped
+        entry sat at least ``keep - log(columns)`` logits below that maximum.
+        """
+        return cls(phi.clone(), (keep - math.log(columns)) * epsilon)
+
+
+def entries_within(logits: Tensor, lse: Tensor, keep: float) -> Tensor:
+    """Return the mask of logits at most ``keep`` below their row's log-sum-exp."""
+    return logits >= (lse - keep)[:, None]
+
+
+def anchor_slots(columns: Tensor, anchor_columns: Tensor) -> Tensor:
+    """Return each row's slot that contains its anchor column, or slot 0 when none does."""
+    return (columns == anchor_columns[:, None]).int().argmax(dim=1)
+
 
 @dataclass(frozen=True)
 class TruncatedKernel:
@@ -133,7 +153,7 @@ class TruncatedKernel:
         return lse, mass, self.narrowed(logits, lse, phi, epsilon)
 
     def narrowed(self, logits: Tensor, lse: Tensor, phi: Tensor, epsilon: float) -> TruncatedKernel:
-        """Drop the entries that fell more than the keep margin below their row's lse.
+        """Return a kernel without the entries now more than the keep margin below their lse.
 
         The narrower kernel inherits every bound of this one and adds its own, so that
         both the entries dropped before and those dropped now stay negligible.
@@ -141,16 +161,15 @@ class TruncatedKernel:
         if self.width <= MIN_NARROW_WIDTH:
             return self
         keep = keep_logit_gap(logits.dtype, self.width)
-        kept = logits >= (lse - keep)[:, None]
-        width = int(kept.sum(dim=1).max())
-        if width > self.width // 2:
+        within = entries_within(logits, lse, keep)
+        if int(within.sum(dim=1).max()) > self.width // 2:
             return self
-        rows, slots = kept.nonzero(as_tuple=True)
+        rows, slots = within.nonzero(as_tuple=True)
         columns, costs = pack_rows(
             rows, self.columns[rows, slots], self.costs[rows, slots], self.columns.shape[0]
         )
-        anchors = (columns == self.columns.gather(1, self.anchors[:, None])).int().argmax(dim=1)
-        bound = Bound(phi.clone(), (keep - math.log(self.width)) * epsilon)
+        anchors = anchor_slots(columns, self.columns.gather(1, self.anchors[:, None])[:, 0])
+        bound = Bound.after_keeping(phi, keep, self.width, epsilon)
         return TruncatedKernel(columns, costs, anchors, (*self.bounds, bound), self.safe_gap)
 
     def apply(self, phi: Tensor, epsilon: float, values: Tensor) -> Tensor:
@@ -180,7 +199,7 @@ def pack_rows(rows: Tensor, columns: Tensor, costs: Tensor, count: int) -> tuple
 
 
 class KernelBuilder:
-    """Collects the kept entries of a dense pass, block by block.
+    """Collector of the entries a dense pass keeps, block by block.
 
     The pass hands over each block's logits, costs and row log-sum-exp. As soon as a
     row keeps more than the width limit, collection stops and :meth:`finish` returns
@@ -202,18 +221,18 @@ class KernelBuilder:
         """Record the entries of one block of rows that lie within ``keep`` of their lse."""
         if self.abandoned:
             return
-        kept = logits >= (lse - self.keep)[:, None]
-        if int(kept.sum(dim=1).max()) > self.width_limit:
+        within = entries_within(logits, lse, self.keep)
+        if int(within.sum(dim=1).max()) > self.width_limit:
             self.abandoned = True
             return
-        rows, cols = kept.nonzero(as_tuple=True)
+        rows, cols = within.nonzero(as_tuple=True)
         self.pieces[start] = (rows + start, cols, costs[rows, cols])
 
     def finish(self, anchors: Tensor) -> TruncatedKernel | None:
         """Return the truncated kernel, or None when some row kept too many entries.
 
-        ``anchors`` are the dense pass's anchor columns; each row's anchor slot is
-        the slot that contains that column, or slot 0 when the row dropped it.
+        ``anchors`` are the dense pass's anchor columns. Each row's anchor slot is the
+        slot that contains that column, or slot 0 when the row dropped it.
         """
         if self.abandoned or not self.pieces:
             return None
@@ -225,6 +244,7 @@ class KernelBuilder:
             torch.cat([piece[2] for piece in pieces]),
             self.rows,
         )
-        slots = (columns == anchors[:, None]).int().argmax(dim=1)
-        bound = Bound(self.phi.clone(), (self.keep - math.log(self.cols)) * self.epsilon)
-        return TruncatedKernel(columns, costs, slots, (bound,), self.safe_gap)
+        bound = Bound.after_keeping(self.phi, self.keep, self.cols, self.epsilon)
+        return TruncatedKernel(
+            columns, costs, anchor_slots(columns, anchors), (bound,), self.safe_gap
+        )
